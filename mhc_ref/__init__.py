@@ -17,6 +17,7 @@ from .mhc_coeffs import mhc_coeffs, mhc_coeffs_vjp
 from .mhc_layer import mhc_layer, mhc_layer_vjp
 from .mhc_post_res import mhc_post_res, mhc_post_res_vjp
 from .mhc_pre import mhc_pre, mhc_pre_vjp
+from .mhc_stack import mhc_stack, mhc_stack_vjp
 from .model import Stack
 from .sinkhorn import sinkhorn, sinkhorn_vjp
 from .sublayer import FunctionSublayer, ProbeSublayer
@@ -27,7 +28,8 @@ SPEC_VERSION = load_spec().spec_version
 __all__ = [
     "OPS", "SPEC_VERSION",
     "sinkhorn", "sinkhorn_vjp", "mhc_coeffs", "mhc_coeffs_vjp", "mhc_pre", "mhc_pre_vjp",
-    "mhc_post_res", "mhc_post_res_vjp", "mhc_layer", "mhc_layer_vjp", "hc_coeffs", "hc_coeffs_vjp",
+    "mhc_post_res", "mhc_post_res_vjp", "mhc_layer", "mhc_layer_vjp", "mhc_stack", "mhc_stack_vjp",
+    "hc_coeffs", "hc_coeffs_vjp",
     "expand_streams", "expand_streams_vjp", "collapse_streams", "collapse_streams_vjp", "amax_gain",
     "mhc_init", "hc_init", "fixed_maps", "fold_norm_weight", "from_deepseek", "to_deepseek", "head_from_deepseek",
     "Stack", "ProbeSublayer", "FunctionSublayer",

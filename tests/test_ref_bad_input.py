@@ -28,6 +28,7 @@ X, PHI, ALPHA, B = r(2, n, C), r(n * C, W), r(3), r(W)
 THETA = {"theta_pre": r(C), "theta_post": r(C), "theta_res": r(n, C), "alpha": r(3), "b_pre": r(n),
          "b_post": r(n), "b_res": r(n, n)}
 HEAD = {"phi_head": r(n * C, n), "alpha_head": r(1), "b_head": r(n)}
+STACK = {"phi": r(2, n * C, W), "alpha": r(2, 3), "b": r(2, W), "w_sub": r(2, C, C)}  # L = 2 layers
 G_COEFFS = {"g_h_pre": r(2, n), "g_h_post": r(2, n), "g_h_res": r(2, n, n)}
 
 # Valid base calls: positional arrays (name -> value, in signature order) and keyword options.
@@ -42,6 +43,8 @@ BASE = {
     "mhc_post_res_vjp": ({"x": X, "f_out": r(2, C), "h_post": r(2, n), "h_res": r(2, n, n), "g_y": r(2, n, C)}, {}),
     "mhc_layer": ({"x": X, "phi": PHI, "alpha": ALPHA, "b": B, "w_sub": r(C, C)}, {}),
     "mhc_layer_vjp": ({"x": X, "phi": PHI, "alpha": ALPHA, "b": B, "w_sub": r(C, C), "g_y": r(2, n, C)}, {}),
+    "mhc_stack": ({"x": X, **STACK}, {}),
+    "mhc_stack_vjp": ({"x": X, **STACK, "g_y": r(2, n, C)}, {}),
     "hc_coeffs": ({"x": X, **THETA}, {}),
     "hc_coeffs_vjp": ({"x": X, **THETA, **G_COEFFS}, {}),
     "expand_streams": ({"h": r(2, C)}, {"n": n}),
@@ -140,6 +143,18 @@ SPECIFIC = [
     ("mhc_layer-w_sub-rect", "mhc_layer", {"w_sub": r(C, C + 1)}, ValueError, ["w_sub", "(C, C)"]),
     ("mhc_layer-phi-n", "mhc_layer", {"phi": r(n * C, 8)}, ValueError, ["phi", "15"]),
     ("mhc_layer_vjp-g_y", "mhc_layer_vjp", {"g_y": r(2, C)}, ValueError, ["g_y", "(2, 3, 2)"]),
+    ("mhc_stack-phi-2d", "mhc_stack", {"phi": PHI}, ValueError, ["phi", "(L, n*C, n*n+2*n)", "(6, 15)"]),
+    ("mhc_stack-phi-width", "mhc_stack", {"phi": r(2, n * C, 8)}, ValueError, ["phi", "(L, 6, 15)", "(2, 6, 8)"]),
+    ("mhc_stack-L0", "mhc_stack", {"phi": r(0, n * C, W)}, ValueError, ["phi", "L >= 1", "(0, 6, 15)"]),
+    ("mhc_stack-alpha-L", "mhc_stack", {"alpha": r(3, 3)}, ValueError, ["alpha", "(2, 3)", "(3, 3)", "L = 2"]),
+    ("mhc_stack-b-unstacked", "mhc_stack", {"b": B}, ValueError, ["b", "(2, 15)", "(15,)"]),
+    ("mhc_stack-w_sub-C", "mhc_stack", {"w_sub": r(2, C + 1, C + 1)}, ValueError, ["w_sub", "(2, 2, 2)", "(2, 3, 3)"]),
+    ("mhc_stack-w_sub-L", "mhc_stack_vjp", {"w_sub": r(1, C, C)}, ValueError, ["w_sub", "(L, C, C)", "(1, 2, 2)"]),
+    ("mhc_stack-x-n", "mhc_stack", {"x": r(2, 2, C)}, ValueError, ["phi", "(L, 4, 8)", "(2, 6, 15)"]),
+    ("mhc_stack_vjp-g_y", "mhc_stack_vjp", {"g_y": r(2, C)}, ValueError, ["g_y", "(2, 3, 2)"]),
+    ("mhc_stack-t_max", "mhc_stack", {"t_max": 0}, ValueError, ["t_max", ">= 1"]),
+    ("mhc_stack-res_layout", "mhc_stack_vjp", {"res_layout": "T"}, ValueError, ["res_layout", "'T'"]),
+    ("mhc_stack-preset", "mhc_stack", {"preset": "v4"}, ValueError, ["preset", "'v4'"]),
     ("hc_coeffs-theta_res", "hc_coeffs", {"theta_res": r(n + 1, C)}, ValueError, ["theta_res", "(3, 2)"]),
     ("hc_coeffs-b_res", "hc_coeffs", {"b_res": r(n, n + 1)}, ValueError, ["b_res", "(3, 3)"]),
     ("hc_coeffs-theta_pre", "hc_coeffs", {"theta_pre": r(C + 1)}, ValueError, ["theta_pre", "(2,)"]),

@@ -28,7 +28,7 @@ CASES = [(op, mode) for op in OPS for mode in (("sum", "head") if op == "collaps
 
 def _inputs(op, mode, rng, dt):
     """Inputs in table order, drawn in float64, rounded to dt; None for 'head'-only arguments in 'sum' mode."""
-    sizes = {"n": N, "C": C}
+    sizes = {"n": N, "C": C, "L": 2}
     out = []
     for arg in SPEC.op(op).inputs:
         if arg.required_when and arg.required_when != mode:

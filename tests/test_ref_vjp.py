@@ -103,6 +103,14 @@ def case_mhc_layer(rng, n, C, lead, preset):
     return {"": (inputs, {})}
 
 
+def case_mhc_stack(rng, n, C, lead, preset):
+    L = 2  # two layers: the cotangent crosses a layer boundary
+    params = [_mhc_params(rng, n, C) for _ in range(L)]
+    inputs = {"x": _x(rng, n, C, lead), **{k: np.stack([p[k] for p in params]) for k in ("phi", "alpha", "b")},
+              "w_sub": 1.5 * rng.standard_normal((L, C, C)) / np.sqrt(C)}
+    return {"": (inputs, {})}
+
+
 def case_hc_coeffs(rng, n, C, lead, preset):
     inputs = {"x": _x(rng, n, C, lead), "theta_pre": rng.standard_normal(C), "theta_post": rng.standard_normal(C),
               "theta_res": rng.standard_normal((n, C)), "alpha": rng.uniform(0.5, 1.5, 3),
