@@ -9,6 +9,12 @@ Functional API (autograd-enabled, same signatures and defaults as the eager ops 
     mhc_post_res(x, f_out, h_post, h_res)                                   -> y (..., n, C)
     mhc_layer(x, phi, alpha, b, sublayer, **options)                        -> x_next
 
+torch.library custom ops: each kernel is `torch.ops.mhc_triton.<op>` (mhc_coeffs, sinkhorn, mhc_pre, mhc_post_res,
+each with a `<op>_backward` op) with a fake implementation and registered autograd, so `torch.compile` traces
+these functions and `MHC(impl="triton")` without graph breaks; the compiled graph calls the kernels as opaque
+nodes. They are `custom_op`s rather than `triton_op`s because `wrap_triton` does not trace interpreted kernels
+(TRITON_INTERPRET=1), and one registration that behaves the same on CPU and GPU is the one CI can check.
+
 Device: CUDA tensors run compiled kernels. Without CUDA this package sets TRITON_INTERPRET=1 before triton is
 imported (unless the variable is already set), and the same kernels run on CPU tensors in Triton's interpreter.
 """

@@ -2,7 +2,8 @@
 
 Claimed ops: sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res (kernels with hand-written backwards) and mhc_layer
 (composed from them around the probe sublayer). Gradients come from the inherited autograd `vjp`, which runs the
-kernels' autograd.Functions. The other spec ops are the `torch` backend's and are not claimed here.
+backward registered with each kernel's custom op (`torch.ops.mhc_triton.*`). The other spec ops are the `torch`
+backend's and are not claimed here.
 
 Device: CUDA when available (compiled kernels); otherwise CPU tensors in Triton's interpreter (TRITON_INTERPRET=1,
 set by `mhc_backends.torch.kernels` before triton is imported). float64 is claimed only in the interpreter: the

@@ -18,8 +18,8 @@ One pass over x per token block: the x_bar chunk feeds both the projection (tl.d
 the whole Sinkhorn iteration then run in registers. Saved for the backward: x (an input) and per token m (n^2 + 2n
 floats) and r (1 float); no Sinkhorn state.
 
-File layout: forward kernel -> launcher -> backward derivation -> backward kernels -> launcher -> autograd.Function
--> public function.
+File layout: forward kernel -> launcher -> backward derivation -> backward kernels -> launcher -> custom ops
+(`torch.ops.mhc_triton.mhc_coeffs` with a fake implementation and registered autograd) -> public function.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def _coeffs_dphi_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Backward launcher and autograd.Function
+# Backward launcher
 # ---------------------------------------------------------------------------------------------------------------
 def coeffs_backward(x, phi, alpha, b, m, r, g_pre, g_post, g_res, t_max, sinkhorn_eps, post_scale, col_major):
     """Gradients (dx, dphi, dalpha, db) in the dtypes of x, phi, alpha, b."""
@@ -342,24 +342,55 @@ def coeffs_backward(x, phi, alpha, b, m, r, g_pre, g_post, g_res, t_max, sinkhor
     return dx, dphi.to(phi.dtype), dalpha.to(alpha.dtype), dz.sum(0).to(b.dtype)
 
 
-class MhcCoeffsFn(torch.autograd.Function):
-    """(H_pre, H_post, H_res) in the compute dtype; the backward keeps no Sinkhorn state (see the banner above)."""
+# ---------------------------------------------------------------------------------------------------------------
+# Custom ops (torch.library): opaque to torch.compile, which traces them through their fake implementations
+# ---------------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("mhc_triton::mhc_coeffs", mutates_args=())
+def coeffs_op(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, t_max: int,
+              sinkhorn_eps: float, pre_eps: float, post_scale: float, rms_eps: float,
+              col_major: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h_pre, h_post, h_res, m, r) in the compute dtype from x (N, n, C). m and r are the residuals the backward
+    reads (no Sinkhorn state, see the banner above); they are outputs only so that autograd can save them, and carry
+    no gradient of their own."""
+    return coeffs_forward(x.contiguous(), phi.contiguous(), alpha.contiguous(), b.contiguous(), t_max, sinkhorn_eps,
+                          pre_eps, post_scale, rms_eps, col_major)
 
-    @staticmethod
-    def forward(ctx, x, phi, alpha, b, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, col_major):
-        h_pre, h_post, h_res, m, r = coeffs_forward(x, phi, alpha, b, t_max, sinkhorn_eps, pre_eps, post_scale,
-                                                    rms_eps, col_major)
-        ctx.save_for_backward(x, phi, alpha, b, m, r)
-        ctx.options = (t_max, sinkhorn_eps, post_scale, col_major)
-        return h_pre, h_post, h_res
 
-    @staticmethod
-    def backward(ctx, g_pre, g_post, g_res):
-        x, phi, alpha, b, m, r = ctx.saved_tensors
-        t_max, sinkhorn_eps, post_scale, col_major = ctx.options
-        grads = coeffs_backward(x, phi, alpha, b, m, r, g_pre, g_post, g_res, t_max, sinkhorn_eps, post_scale,
-                                col_major)
-        return (*grads, None, None, None, None, None, None)
+@coeffs_op.register_fake
+def _(x, phi, alpha, b, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, col_major):
+    N, n = x.shape[0], x.shape[1]
+    acc = compute_dtype(x.dtype)
+    return (x.new_empty((N, n), dtype=acc), x.new_empty((N, n), dtype=acc), x.new_empty((N, n, n), dtype=acc),
+            x.new_empty((N, n * n + 2 * n), dtype=acc), x.new_empty((N,), dtype=acc))
+
+
+@torch.library.custom_op("mhc_triton::mhc_coeffs_backward", mutates_args=())
+def coeffs_backward_op(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
+                       r: torch.Tensor, g_pre: torch.Tensor, g_post: torch.Tensor, g_res: torch.Tensor, t_max: int,
+                       sinkhorn_eps: float, post_scale: float,
+                       col_major: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return coeffs_backward(x.contiguous(), phi.contiguous(), alpha.contiguous(), b.contiguous(), m, r, g_pre, g_post,
+                           g_res, t_max, sinkhorn_eps, post_scale, col_major)
+
+
+@coeffs_backward_op.register_fake
+def _(x, phi, alpha, b, m, r, g_pre, g_post, g_res, t_max, sinkhorn_eps, post_scale, col_major):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (x, phi, alpha, b))
+
+
+def _setup_context(ctx, inputs, output):
+    x, phi, alpha, b, t_max, sinkhorn_eps, _pre_eps, post_scale, _rms_eps, col_major = inputs
+    ctx.save_for_backward(x, phi, alpha, b, output[3], output[4])
+    ctx.options = (t_max, sinkhorn_eps, post_scale, col_major)
+
+
+def _backward(ctx, g_pre, g_post, g_res, _g_m, _g_r):
+    x, phi, alpha, b, m, r = ctx.saved_tensors  # autograd materialises unused cotangents as zeros
+    grads = coeffs_backward_op(x, phi, alpha, b, m, r, g_pre, g_post, g_res, *ctx.options)
+    return (*grads, None, None, None, None, None, None)
+
+
+coeffs_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 MAX_N = 16  # the (n + 2, n) coefficient tile lives in registers; beyond 16 streams it would spill
@@ -375,8 +406,8 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
         check_runnable(name, t, OP)
     n, C = x.shape[-2:]
     lead = x.shape[:-2]
-    outs = MhcCoeffsFn.apply(x.reshape(-1, n, C), phi, alpha, b, t_max, float(sinkhorn_eps), float(pre_eps),
-                             float(post_scale), float(rms_eps), res_layout == "col_major")
+    outs = coeffs_op(x.reshape(-1, n, C), phi, alpha, b, t_max, float(sinkhorn_eps), float(pre_eps),
+                     float(post_scale), float(rms_eps), res_layout == "col_major")[:3]
     out_dtype = x.dtype if maps_dtype is None else maps_dtype
     h_pre, h_post, h_res = (o.to(out_dtype) for o in outs)
     return h_pre.reshape(*lead, n), h_post.reshape(*lead, n), h_res.reshape(*lead, n, n)

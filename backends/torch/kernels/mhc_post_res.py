@@ -7,8 +7,8 @@ Reads (n + 1) C elements (plus n^2 + n maps) and writes n C per token. Each prog
 BLOCK_C) product tile: loads coalesced along C, the stream axes padded to NP = next power of two >= n. 16-bit
 activations are widened to float32 on load; y has x's dtype.
 
-File layout: forward kernel -> launcher -> backward derivation and kernel -> launcher -> autograd.Function ->
-public function.
+File layout: forward kernel -> launcher -> backward derivation and kernel -> launcher -> custom ops
+(`torch.ops.mhc_triton.mhc_post_res` with a fake implementation and registered autograd) -> public function.
 """
 
 from __future__ import annotations
@@ -113,23 +113,48 @@ def post_res_backward(x, f_out, h_post, h_res, g):
     return dx, df, dhp, dhr
 
 
-class MhcPostResFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, f_out, h_post, h_res):
-        ctx.save_for_backward(x, f_out, h_post, h_res)
-        return post_res_forward(x, f_out, h_post, h_res)
+# ---------------------------------------------------------------------------------------------------------------
+# Custom ops (torch.library): opaque to torch.compile, which traces them through their fake implementations
+# ---------------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("mhc_triton::mhc_post_res", mutates_args=())
+def post_res_op(x: torch.Tensor, f_out: torch.Tensor, h_post: torch.Tensor, h_res: torch.Tensor) -> torch.Tensor:
+    """y (N, n, C) from x (N, n, C), f_out (N, C), h_post (N, n), h_res (N, n, n)."""
+    return post_res_forward(x.contiguous(), f_out.contiguous(), h_post.contiguous(), h_res.contiguous())
 
-    @staticmethod
-    def backward(ctx, g):
-        return post_res_backward(*ctx.saved_tensors, g)
+
+@post_res_op.register_fake
+def _(x, f_out, h_post, h_res):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("mhc_triton::mhc_post_res_backward", mutates_args=())
+def post_res_backward_op(x: torch.Tensor, f_out: torch.Tensor, h_post: torch.Tensor, h_res: torch.Tensor,
+                         g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return post_res_backward(x.contiguous(), f_out.contiguous(), h_post.contiguous(), h_res.contiguous(),
+                             g.to(x.dtype).contiguous())
+
+
+@post_res_backward_op.register_fake
+def _(x, f_out, h_post, h_res, g):
+    return tuple(torch.empty_like(t, memory_format=torch.contiguous_format) for t in (x, f_out, h_post, h_res))
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, g):
+    return post_res_backward_op(*ctx.saved_tensors, g)
+
+
+post_res_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def mhc_post_res_unchecked(x, f_out, h_post, h_res):
     for name, t in (("x", x), ("f_out", f_out), ("h_post", h_post), ("h_res", h_res)):
         check_runnable(name, t, OP)
     n, C = x.shape[-2:]
-    y = MhcPostResFn.apply(x.reshape(-1, n, C), f_out.reshape(-1, C), h_post.reshape(-1, n),
-                           h_res.reshape(-1, n, n))
+    y = post_res_op(x.reshape(-1, n, C), f_out.reshape(-1, C), h_post.reshape(-1, n), h_res.reshape(-1, n, n))
     return y.reshape(x.shape)
 
 

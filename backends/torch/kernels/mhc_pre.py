@@ -5,8 +5,8 @@
 Memory-bound: reads nC + n, writes C elements per token. Loads are coalesced along C; the n streams of a token are
 one padded register axis (NP = next power of two >= n). 16-bit x is widened to float32 on load; y has x's dtype.
 
-File layout: forward kernel -> launcher -> backward derivation and kernel -> launcher -> autograd.Function ->
-public function.
+File layout: forward kernel -> launcher -> backward derivation and kernel -> launcher -> custom ops
+(`torch.ops.mhc_triton.mhc_pre` with a fake implementation and registered autograd) -> public function.
 """
 
 from __future__ import annotations
@@ -88,23 +88,47 @@ def pre_backward(x, h_pre, g):
     return dx, dh
 
 
-class MhcPreFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, h_pre):
-        ctx.save_for_backward(x, h_pre)
-        return pre_forward(x, h_pre)
+# ---------------------------------------------------------------------------------------------------------------
+# Custom ops (torch.library): opaque to torch.compile, which traces them through their fake implementations
+# ---------------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("mhc_triton::mhc_pre", mutates_args=())
+def pre_op(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
+    """y (N, C) from x (N, n, C), h_pre (N, n)."""
+    return pre_forward(x.contiguous(), h_pre.contiguous())
 
-    @staticmethod
-    def backward(ctx, g):
-        x, h_pre = ctx.saved_tensors
-        return pre_backward(x, h_pre, g)
+
+@pre_op.register_fake
+def _(x, h_pre):
+    return x.new_empty((x.shape[0], x.shape[2]))
+
+
+@torch.library.custom_op("mhc_triton::mhc_pre_backward", mutates_args=())
+def pre_backward_op(x: torch.Tensor, h_pre: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return pre_backward(x.contiguous(), h_pre.contiguous(), g.to(x.dtype).contiguous())
+
+
+@pre_backward_op.register_fake
+def _(x, h_pre, g):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(
+        h_pre, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, g):
+    return pre_backward_op(*ctx.saved_tensors, g)
+
+
+pre_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def mhc_pre_unchecked(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
     check_runnable("x", x, OP)
     check_runnable("h_pre", h_pre, OP)
     n, C = x.shape[-2:]
-    y = MhcPreFn.apply(x.reshape(-1, n, C), h_pre.reshape(-1, n))
+    y = pre_op(x.reshape(-1, n, C), h_pre.reshape(-1, n))
     return y.reshape(*x.shape[:-2], C)
 
 

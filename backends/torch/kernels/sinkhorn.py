@@ -12,8 +12,8 @@ The @triton.jit helpers below work on a register tile `u` of any rank whose two 
 (and get gradient 0). `mhc_coeffs` calls them on its coefficient tile; the standalone op `sinkhorn` of this file
 runs them on (BLOCK_T, NP, NP) tiles of logits.
 
-File layout: jit helpers -> forward kernel -> backward derivation and kernel -> launchers -> autograd.Function ->
-public function.
+File layout: jit helpers -> forward kernel -> backward derivation and kernel -> launchers -> custom ops
+(`torch.ops.mhc_triton.sinkhorn` with a fake implementation and registered autograd) -> public function.
 """
 
 from __future__ import annotations
@@ -208,19 +208,42 @@ def sinkhorn_backward(logits: torch.Tensor, g: torch.Tensor, t_max: int, eps: fl
     return dl
 
 
-class SinkhornFn(torch.autograd.Function):
-    """H_res = sinkhorn(logits); the backward recomputes the iteration from the saved logits only."""
+# ---------------------------------------------------------------------------------------------------------------
+# Custom ops (torch.library): opaque to torch.compile, which traces them through their fake implementations
+# ---------------------------------------------------------------------------------------------------------------
+@torch.library.custom_op("mhc_triton::sinkhorn", mutates_args=())
+def sinkhorn_op(logits: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
+    """H_res (N, n, n) from logits (N, n, n); the backward recomputes the iteration from the saved logits only."""
+    return sinkhorn_forward(logits.contiguous(), t_max, eps)
 
-    @staticmethod
-    def forward(ctx, logits, t_max, eps):
-        ctx.save_for_backward(logits)
-        ctx.t_max, ctx.eps = t_max, eps
-        return sinkhorn_forward(logits, t_max, eps)
 
-    @staticmethod
-    def backward(ctx, g):
-        (logits,) = ctx.saved_tensors
-        return sinkhorn_backward(logits, g.to(logits.dtype), ctx.t_max, ctx.eps), None, None
+@sinkhorn_op.register_fake
+def _(logits, t_max, eps):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("mhc_triton::sinkhorn_backward", mutates_args=())
+def sinkhorn_backward_op(logits: torch.Tensor, g: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
+    return sinkhorn_backward(logits.contiguous(), g.to(logits.dtype).contiguous(), t_max, eps)
+
+
+@sinkhorn_backward_op.register_fake
+def _(logits, g, t_max, eps):
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, t_max, eps = inputs
+    ctx.save_for_backward(logits)
+    ctx.t_max, ctx.eps = t_max, eps
+
+
+def _backward(ctx, g):
+    (logits,) = ctx.saved_tensors
+    return sinkhorn_backward_op(logits, g, ctx.t_max, ctx.eps), None, None
+
+
+sinkhorn_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def sinkhorn(logits: torch.Tensor, *, t_max: int = 20, eps: float = 0.0) -> torch.Tensor:
@@ -230,4 +253,4 @@ def sinkhorn(logits: torch.Tensor, *, t_max: int = 20, eps: float = 0.0) -> torc
     check_runnable("logits", logits, "sinkhorn")
     n = logits.shape[-1]
     flat = logits.reshape(-1, n, n)  # (N, n, n), a view of contiguous memory
-    return SinkhornFn.apply(flat, t_max, float(eps)).reshape(logits.shape)
+    return sinkhorn_op(flat, t_max, float(eps)).reshape(logits.shape)
