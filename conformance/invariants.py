@@ -316,6 +316,48 @@ def zero_phi_is_prenorm_residual(ctx, op, dtype, data):
                  scaled_atol("zero_phi_is_prenorm_residual", dtype, want))
 
 
+# -- mhc_stack -----------------------------------------------------------------------------------------------------
+def _stack_n_values(op: str) -> tuple[int, ...]:
+    return tuple(SPEC.conformance.get("ops", {}).get(op, {}).get("n", N_VALUES))
+
+
+def _residual_network(h: np.ndarray, w_sub: np.ndarray) -> np.ndarray:
+    """h_L of h_{l+1} = h_l + F_l(h_l) around the probe sublayers w_sub (L, C, C), in float64 (the oracle)."""
+    for w in w_sub.astype(np.float64):
+        h = h + mhc_ref.ProbeSublayer(w).forward(h)[0]
+    return h
+
+
+@invariant("zero_phi_is_prenorm_network")
+def zero_phi_is_prenorm_network(ctx, op, dtype, data):
+    """phi = 0, b_pre = -ln(n-1), b_post = 0 in every layer, any b_res, replicated h: every output stream is h_L of
+    the pre-norm residual network."""
+    n_values = tuple(v for v in _stack_n_values(op) if v >= 2)
+    case = draw_case(ctx, op, dtype, data, n_values=n_values, pre_eps=0.0, sinkhorn_eps=0.0, post_scale=2.0)
+    n = case.sizes["n"]
+    b = case.input("b").astype(np.float64).copy()  # (L, n*n+2*n)
+    b[:, :n], b[:, n:2 * n] = -math.log(n - 1), 0.0
+    h = case.input("x").astype(np.float64)[..., 0, :]  # (..., C)
+    case = case.with_inputs(x=np.repeat(h[..., None, :], n, axis=-2), phi=np.zeros(case.input("phi").shape), b=b)
+    h_l = _residual_network(case.input("x").astype(np.float64)[..., 0, :], case.input("w_sub"))
+    want = np.repeat(h_l[..., None, :], n, axis=-2)
+    assert_close(ctx, "zero_phi_is_prenorm_network", "output streams vs h_L of the pre-norm residual network", case,
+                 run(ctx, case)[0], want, scaled_atol("zero_phi_is_prenorm_network", dtype, want))
+
+
+@invariant("n1_fixed_maps_is_residual")
+def n1_fixed_maps_is_residual(ctx, op, dtype, data):
+    """n = 1, phi = 0, b_pre = 40 (sigma(40) rounds to 1), b_post = 0, eps = 0: H_pre = H_post = H_res = 1, and the
+    stack is the plain residual network x_{l+1} = x_l + F_l(x_l)."""
+    case = draw_case(ctx, op, dtype, data, n=1, pre_eps=0.0, sinkhorn_eps=0.0, post_scale=2.0)
+    b = case.input("b").astype(np.float64).copy()  # (L, 3): [pre | post | res]
+    b[:, 0], b[:, 1] = 40.0, 0.0
+    case = case.with_inputs(phi=np.zeros(case.input("phi").shape), b=b)
+    want = _residual_network(case.input("x").astype(np.float64), case.input("w_sub"))
+    assert_close(ctx, "n1_fixed_maps_is_residual", "output vs the plain residual network", case, run(ctx, case)[0],
+                 want, scaled_atol("n1_fixed_maps_is_residual", dtype, want))
+
+
 # -- hc_coeffs, expand_streams, amax_gain ---------------------------------------------------------------------------
 @invariant("zero_theta_gives_bias")
 def zero_theta_gives_bias(ctx, op, dtype, data):

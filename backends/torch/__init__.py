@@ -1,7 +1,7 @@
 """PyTorch backends of mHC: `torch` (eager ops, autograd backward) and `torch-triton` (fused Triton kernels).
 
 Importing this package imports torch but never triton: `triton_backend()` imports the kernels on first use.
-Exports the functional ops (`sinkhorn`, `mhc_coeffs`, `mhc_pre`, `mhc_post_res`, `mhc_layer`, `hc_coeffs`,
+Exports the functional ops (`sinkhorn`, `mhc_coeffs`, `mhc_pre`, `mhc_post_res`, `mhc_layer`, `mhc_stack`, `hc_coeffs`,
 `expand_streams`, `collapse_streams`, `amax_gain`; options are keyword-only and default to the `paper` preset) and
 the modules (`MHC`, `ExpandStreams`, `CollapseStreams`, `MHCStack`; see `modules` and `recompute`).
 
@@ -29,6 +29,7 @@ from .mhc_coeffs import mhc_coeffs
 from .mhc_layer import mhc_layer
 from .mhc_post_res import mhc_post_res
 from .mhc_pre import mhc_pre
+from .mhc_stack import mhc_stack
 from .modules import MHC, CollapseStreams, ExpandStreams
 from .recompute import MHCStack, default_recompute_every
 from .sinkhorn import sinkhorn
@@ -48,6 +49,6 @@ def triton_backend():
 
 __all__ = [
     "backend", "triton_backend", "set_check_finite",
-    "sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "hc_coeffs", "expand_streams",
+    "sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack", "hc_coeffs", "expand_streams",
     "collapse_streams", "amax_gain", "MHC", "ExpandStreams", "CollapseStreams", "MHCStack", "default_recompute_every",
 ]

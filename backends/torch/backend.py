@@ -29,6 +29,7 @@ from .mhc_coeffs import mhc_coeffs
 from .mhc_layer import mhc_layer
 from .mhc_post_res import mhc_post_res
 from .mhc_pre import mhc_pre
+from .mhc_stack import mhc_stack
 from .sinkhorn import sinkhorn
 
 SPEC = load()
@@ -42,8 +43,8 @@ def default_device() -> str:
 
 class TorchBackend(Backend):
     name = "torch"
-    op_functions = {f.__name__: f for f in (sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res, mhc_layer, hc_coeffs,
-                                            expand_streams, collapse_streams, amax_gain)}
+    op_functions = {f.__name__: f for f in (sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res, mhc_layer, mhc_stack,
+                                            hc_coeffs, expand_streams, collapse_streams, amax_gain)}
     capabilities = Capabilities(
         ops=frozenset(SPEC.ops),
         dtypes=frozenset(SPEC.conformance["dtypes"]),

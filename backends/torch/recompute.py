@@ -189,19 +189,31 @@ class MHCStack(nn.Module):
             for layer in self.layers:
                 x = layer(x)
             return x
-        layers = list(self.layers)
-        for start in range(0, len(layers), self.recompute_every):
-            block = _Block(layers[start:start + self.recompute_every])
-            x0, fs = x.detach(), []
-            for j, layer in enumerate(block.layers):
-                _check_state(x, layer.n, layer.dim, layer._ref_param(), "MHCStack")
-                saved = (x0, *fs)
-                params = layer.params()
-                h_pre, h_post, h_res = _Coeffs.apply(block, j, len(saved), x, *saved, *params)
-                f_out = layer.call_sublayer(_Pre.apply(block, j, x, h_pre, *saved))
-                x = _PostRes.apply(block, j, x, f_out, h_post, h_res, *saved)
-                fs.append(f_out.detach())
-        return x
+        return recompute_layers(list(self.layers), x, self.recompute_every,
+                                check=lambda x, layer: _check_state(x, layer.n, layer.dim, layer._ref_param(),
+                                                                    "MHCStack"))
 
     def extra_repr(self) -> str:
         return f"recompute_every={self.recompute_every}"
+
+
+def recompute_layers(layers, x: torch.Tensor, recompute_every: int, check=None) -> torch.Tensor:
+    """x (..., n, C) through `layers` in recompute blocks of `recompute_every` layers (see the module docstring).
+
+    A layer is anything with MHC's interface: `params()`, `maps_from(x, *params)`, `pre(x, h_pre)`,
+    `post_res(x, f_out, h_post, h_res)` and `call_sublayer(u)` (the functional `mhc_stack` op passes views of its
+    stacked parameters). `check(x, layer)`, if given, validates the state entering each layer.
+    """
+    for start in range(0, len(layers), recompute_every):
+        block = _Block(layers[start:start + recompute_every])
+        x0, fs = x.detach(), []
+        for j, layer in enumerate(block.layers):
+            if check is not None:
+                check(x, layer)
+            saved = (x0, *fs)
+            params = layer.params()
+            h_pre, h_post, h_res = _Coeffs.apply(block, j, len(saved), x, *saved, *params)
+            f_out = layer.call_sublayer(_Pre.apply(block, j, x, h_pre, *saved))
+            x = _PostRes.apply(block, j, x, f_out, h_post, h_res, *saved)
+            fs.append(f_out.detach())
+    return x
