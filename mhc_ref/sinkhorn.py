@@ -25,16 +25,24 @@ from ._common import check_array, compute_dtype_of, options
 OP = "sinkhorn"
 
 
-def _lse(u: np.ndarray, axis: int) -> np.ndarray:
-    """log(sum(exp(u))) along `axis`, kept as a singleton; max-shifted so it cannot overflow."""
+def _normalise(u: np.ndarray, axis: int, log_eps: float | None) -> np.ndarray:
+    """u - log(sum_axis exp(u) + eps): one T_c / T_r step in the log domain, to full precision at any |u|.
+
+    With m = max u and s = sum exp(u - m) (1 <= s <= n) the result is `(u - m) - log s`, never `u - (m + log s)`:
+    `m + log s` rounds at the scale of |m| (1e-13 absolute at |m| = 1e3), and that error would reach every entry.
+    The eps term is taken relative to the log-sum a = m + log s, on whichever side of log eps it lies:
+        a <  log eps:  u - log eps - log1p(exp(a - log eps))       (eps dominates; u is below log eps as well)
+        a >= log eps:  (u - m) - log s - log1p(exp(log eps - a))   (exp(log eps - a) <= 1, cannot overflow)
+    """
     m = np.max(u, axis=axis, keepdims=True)
-    return m + np.log(np.sum(np.exp(u - m), axis=axis, keepdims=True))
-
-
-def _log_denominator(u: np.ndarray, axis: int, log_eps: float | None) -> np.ndarray:
-    """log(sum + eps) along `axis`: the logarithm of a T_c / T_r divisor."""
-    lse = _lse(u, axis)
-    return lse if log_eps is None else np.logaddexp(lse, u.dtype.type(log_eps))
+    s = np.sum(np.exp(u - m), axis=axis, keepdims=True)
+    out = (u - m) - np.log(s)
+    if log_eps is None:
+        return out
+    a = m + np.log(s)  # only compared with log eps and inside log1p(exp(.)), where its rounding is harmless
+    eps_side = u - log_eps - np.log1p(np.exp(np.minimum(a - log_eps, 0.0)))
+    sum_side = out - np.log1p(np.exp(np.minimum(log_eps - a, 0.0)))
+    return np.where(a < log_eps, eps_side, sum_side)
 
 
 def _steps(t_max: int, eps: float) -> list[tuple[str, bool]]:
@@ -64,9 +72,9 @@ def _forward_states(logits: np.ndarray, t_max: int, eps: float) -> list[np.ndarr
     for kind, with_eps in _steps(t_max, eps):
         le = log_eps if with_eps else None
         if kind == "col":
-            u = u - _log_denominator(u, axis=-2, log_eps=le)  # (..., n, n): divide by column sums
+            u = _normalise(u, axis=-2, log_eps=le)  # (..., n, n): divide by column sums
         elif kind == "row":
-            u = u - _log_denominator(u, axis=-1, log_eps=le)  # divide by row sums
+            u = _normalise(u, axis=-1, log_eps=le)  # divide by row sums
         else:
             u = np.logaddexp(u, u.dtype.type(log_eps))  # M + eps
         states.append(u)
@@ -103,11 +111,13 @@ def sinkhorn_vjp(logits, g_h_res, t_max=None, eps=None, *, preset=None, compute_
     states = _forward_states(logits.astype(dt), t_max, eps)
     log_eps = float(np.log(eps)) if eps > 0 else None
     du = g_h_res.astype(dt) * np.exp(states[-1])
-    for (kind, with_eps), u in zip(reversed(_steps(t_max, eps)), reversed(states[:-1])):
+    steps = _steps(t_max, eps)
+    for k in reversed(range(len(steps))):
+        kind, u = steps[k][0], states[k]
         if kind == "add_eps":
-            du = du * np.exp(u - np.logaddexp(u, dt.type(log_eps)))
+            du = du * np.exp(-np.logaddexp(0, dt.type(log_eps) - u))  # exp(u) / (exp(u) + eps) = 1/(1 + eps e^-u)
             continue
         axis = -2 if kind == "col" else -1
-        p = np.exp(u - _log_denominator(u, axis, log_eps if with_eps else None))
+        p = np.exp(states[k + 1])  # exp(u) / (sum + eps): the step's own output, no recomputed denominator
         du = du - p * np.sum(du, axis=axis, keepdims=True)
     return {"logits": du}  # (..., n, n)

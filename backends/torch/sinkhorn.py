@@ -3,9 +3,10 @@
     M^0 = exp(L);  M^t = T_r(T_c(M^{t-1})), t = 1..t_max;  H_res = M^{t_max}      (column first, row last)
 
 With eps > 0 (DeepSeek-V4): H = T_r^eps(T_c(exp L) + eps), then t_max - 1 times T_r^eps(T_c^eps(.)), where
-T^eps divides by (sum + eps). In the log domain u = log M every normalisation is `u - logsumexp(u)` (or
-`u - logaddexp(logsumexp(u), log eps)`) and `+ eps` is `logaddexp(u, log eps)`: the same function as the linear
-iteration, but it never overflows, so logits of +-1e4 give finite outputs and gradients.
+T^eps divides by (sum + eps). In the log domain u = log M every normalisation is
+`(u - m) - log(sum exp(u - m))` with m = max u (the eps term taken relative to the log-sum, as in
+`mhc_ref.sinkhorn`) and `+ eps` is `logaddexp(u, log eps)`: the same function as the linear iteration, but it never
+overflows, so logits of +-1e4 give finite outputs and gradients, and no step rounds at the scale of |m|.
 
 The gradient is autograd through the unrolled loop, i.e. the exact VJP of the truncated iteration (P Sec. 4.3.1),
 not the implicit gradient at convergence. 16-bit logits are computed in float32 and the result is cast back.
@@ -27,10 +28,16 @@ def sinkhorn_log(u: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
     log_eps = math.log(eps) if eps > 0 else None
 
     def normalise(u, dim, with_eps):
-        lse = torch.logsumexp(u, dim=dim, keepdim=True)  # log of the column (dim=-2) or row (dim=-1) sums
-        if with_eps:
-            lse = torch.logaddexp(lse, torch.full_like(lse, log_eps))  # log(sum + eps)
-        return u - lse
+        # (u - m) - log s, never u - (m + log s): the latter rounds at the scale of |m| (issue 9 Sec. 1)
+        m = u.amax(dim=dim, keepdim=True).detach()  # any shift gives the same function; detached, it has no grad
+        s = torch.exp(u - m).sum(dim=dim, keepdim=True)  # the column (dim=-2) or row (dim=-1) sums, 1 <= s <= n
+        out = (u - m) - torch.log(s)
+        if not with_eps:
+            return out
+        a = m + torch.log(s)  # log of the sum; compared with log eps and used inside log1p(exp(.)) only
+        eps_side = u - log_eps - torch.log1p(torch.exp(torch.clamp(a - log_eps, max=0.0)))  # a < log eps
+        sum_side = out - torch.log1p(torch.exp(torch.clamp(log_eps - a, max=0.0)))  # a >= log eps
+        return torch.where(a < log_eps, eps_side, sum_side)
 
     u = normalise(u, -2, False)  # the first column step is an exact softmax over each column
     if log_eps is not None:

@@ -4,7 +4,8 @@
     with eps > 0:  H = T_r^eps(T_c(exp L) + eps), then t_max - 1 times T_r^eps(T_c^eps(.))
 
 Everything runs in the log domain, u = log M: a normalisation is `u - log(sum exp(u) + eps)` along the column or
-row axis (max-shifted, so logits of +-1e4 stay finite), `+ eps` is `logaddexp(u, log eps)`. This is the same
+row axis, evaluated as `(u - m) - log(sum exp(u - m))` with m = max u (so logits of +-1e4 stay finite and no step
+rounds at the scale of |m|), `+ eps` is `logaddexp(u, log eps)`. This is the same
 function as the linear iteration and the same formulation as `mhc_ref.sinkhorn`.
 
 The @triton.jit helpers below work on a register tile `u` of any rank whose two matrix axes are the constexprs COL
@@ -44,38 +45,51 @@ def _logaddexp(a, b):
 
 
 @triton.jit
-def _log_den(u, AXIS: tl.constexpr, log_eps, HAS_EPS: tl.constexpr):
-    """log(sum_AXIS exp(u) + eps) as a singleton axis; 0 for an all-padding lane (so -inf - 0 stays -inf)."""
-    m = tl.max(u, axis=AXIS, keep_dims=True)
-    m = tl.where(m == float("-inf"), 0.0, m)
-    s = tl.sum(tl.exp(u - m), axis=AXIS, keep_dims=True)  # >= 1 on every lane that holds a matrix entry
-    d = m + tl.log(tl.where(s > 0, s, 1.0))
-    if HAS_EPS:
-        d = _logaddexp(d, log_eps)
-    return tl.where(s > 0, d, 0.0)
+def _softplus(z):
+    """log(1 + exp z) without overflow: +inf at z = +inf, 0 at z = -inf."""
+    return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
 
 
 @triton.jit
-def _norm_bwd(u, log_den, du_out, AXIS: tl.constexpr):
-    """VJP of u' = u - log_den(u):  du = du' - p * sum_AXIS(du'),  p = exp(u - log_den) = M / (sum + eps)."""
-    p = tl.exp(u - log_den)
-    return du_out - p * tl.sum(du_out, axis=AXIS, keep_dims=True)
+def _normalise(u, AXIS: tl.constexpr, log_eps, HAS_EPS: tl.constexpr):
+    """u - log(sum_AXIS exp(u) + eps): one T_c / T_r step, computed as `(u - m) - log s` with m = max u and
+    s = sum exp(u - m), never `u - (m + log s)`, which rounds at the scale of |m| (issue 9 Sec. 1). The eps term is
+    taken relative to the log-sum a = m + log s (the same rule as `mhc_ref.sinkhorn._normalise`):
+    a < log eps: u - log eps - log(1 + exp(a - log eps));  else (u - m) - log s - log(1 + exp(log eps - a)).
+    -inf (padding) lanes stay -inf; an all-padding lane gives no NaN."""
+    m = tl.max(u, axis=AXIS, keep_dims=True)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    s = tl.sum(tl.exp(u - m), axis=AXIS, keep_dims=True)  # >= 1 on every lane that holds a matrix entry
+    log_s = tl.log(tl.where(s > 0, s, 1.0))
+    out = (u - m) - log_s
+    if HAS_EPS:
+        a = m + log_s  # compared with log eps and used inside log(1 + exp(.)) only, where its rounding is harmless
+        eps_side = u - log_eps - tl.log(1.0 + tl.exp(tl.minimum(a - log_eps, 0.0)))
+        sum_side = out - tl.log(1.0 + tl.exp(tl.minimum(log_eps - a, 0.0)))
+        out = tl.where(a < log_eps, eps_side, sum_side)
+    return out
+
+
+@triton.jit
+def _norm_bwd(out, du_out, AXIS: tl.constexpr):
+    """VJP of out = u - log(sum_AXIS exp(u) + eps):  du = du' - p * sum_AXIS(du'),  p = exp(out) = M / (sum + eps)
+    (the step's own output, so no denominator is recomputed)."""
+    return du_out - tl.exp(out) * tl.sum(du_out, axis=AXIS, keep_dims=True)
 
 
 @triton.jit
 def _pair0_fwd(u, valid, log_eps, COL: tl.constexpr, ROW: tl.constexpr, HAS_EPS: tl.constexpr):
     """The first pair: an exact column softmax, `+ eps`, then the row step (with eps)."""
-    a = u - _log_den(u, COL, log_eps, False)
+    a = _normalise(u, COL, log_eps, False)
     if HAS_EPS:
         a = tl.where(valid, _logaddexp(a, log_eps), float("-inf"))
-    return a - _log_den(a, ROW, log_eps, HAS_EPS)
+    return _normalise(a, ROW, log_eps, HAS_EPS)
 
 
 @triton.jit
 def _pair_fwd(u, log_eps, COL: tl.constexpr, ROW: tl.constexpr, HAS_EPS: tl.constexpr):
     """Pairs 2..t_max: T_r^eps(T_c^eps(u))."""
-    a = u - _log_den(u, COL, log_eps, HAS_EPS)
-    return a - _log_den(a, ROW, log_eps, HAS_EPS)
+    return _normalise(_normalise(u, COL, log_eps, HAS_EPS), ROW, log_eps, HAS_EPS)
 
 
 @triton.jit
@@ -92,8 +106,8 @@ def _sinkhorn_fwd(u, valid, t_max, log_eps, COL: tl.constexpr, ROW: tl.constexpr
 #
 #   States s_0 = L, s_{p+1} = pair_p(s_p), p = 0..t_max-1, log H = s_{t_max}. The VJP runs the pairs in reverse:
 #   ds_{t_max} = g * H, ds_p = pair_p^T(s_p, ds_{p+1}); inside a pair every normalisation u' = u - D(u),
-#   D = log(sum exp u + eps), has du = du' - p * sum(du') with p = exp(u - D), and `+ eps` (first pair only) has
-#   du = du' * exp(a - logaddexp(a, log eps)).
+#   D = log(sum exp u + eps), has du = du' - p * sum(du') with p = exp(u') = exp(u - D), and `+ eps` (first pair
+#   only) has du = du' * exp(a) / (exp(a) + eps) = du' * exp(-softplus(log eps - a)).
 #
 #   The backward needs s_p in reverse order. Storing 2 t_max states per token in global memory is what this kernel
 #   avoids: it keeps only the logits and recomputes. Plain recompute-from-s_1 costs ~t_max^2 / 2 pairs; with
@@ -124,21 +138,19 @@ def _sinkhorn_bwd(u0, g, valid, t_max, seg, log_eps, COL: tl.constexpr, ROW: tl.
             u = us
             for _ in range(start, q):
                 u = _pair_fwd(u, log_eps, COL, ROW, HAS_EPS)
-            # reverse pair q: u -> a (column step) -> a - D_row(a)
-            d_col = _log_den(u, COL, log_eps, HAS_EPS)
-            a = u - d_col
-            du = _norm_bwd(a, _log_den(a, ROW, log_eps, HAS_EPS), du, ROW)
-            du = _norm_bwd(u, d_col, du, COL)
-    # reverse pair 0: u0 -> a (exact softmax) -> a2 = a + eps -> a2 - D_row(a2)
-    d_col = _log_den(u0, COL, log_eps, False)
-    a = u0 - d_col
+            # reverse pair q: u -> a (column step) -> b (row step)
+            a = _normalise(u, COL, log_eps, HAS_EPS)
+            du = _norm_bwd(_normalise(a, ROW, log_eps, HAS_EPS), du, ROW)
+            du = _norm_bwd(a, du, COL)
+    # reverse pair 0: u0 -> a (exact softmax) -> a2 = a + eps -> b (row step)
+    a = _normalise(u0, COL, log_eps, False)
     a2 = a
     if HAS_EPS:
         a2 = tl.where(valid, _logaddexp(a, log_eps), float("-inf"))
-    du = _norm_bwd(a2, _log_den(a2, ROW, log_eps, HAS_EPS), du, ROW)
-    if HAS_EPS:
-        du = tl.where(valid, du * tl.exp(a - tl.where(valid, a2, 0.0)), 0.0)
-    return _norm_bwd(u0, d_col, du, COL)
+    du = _norm_bwd(_normalise(a2, ROW, log_eps, HAS_EPS), du, ROW)
+    if HAS_EPS:  # d(a2)/d(a) = exp(a) / (exp(a) + eps) = exp(-softplus(log eps - a)); 0 on padding lanes
+        du = tl.where(valid, du * tl.exp(-_softplus(log_eps - a)), 0.0)
+    return _norm_bwd(a, du, COL)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,20 +166,22 @@ def _tile(N, n: tl.constexpr, NP: tl.constexpr, BLOCK_T: tl.constexpr):
 
 
 @triton.jit(do_not_specialize=["N", "t_max"])
-def _sinkhorn_fwd_kernel(L_ptr, H_ptr, N, t_max, log_eps, n: tl.constexpr, NP: tl.constexpr,
+def _sinkhorn_fwd_kernel(L_ptr, H_ptr, N, t_max, log_eps_hi, log_eps_lo, n: tl.constexpr, NP: tl.constexpr,
                          HAS_EPS: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):
     offs, mask = _tile(N, n, NP, BLOCK_T)
     u = tl.load(L_ptr + offs, mask=mask, other=float("-inf")).to(ACC)  # (BLOCK_T, NP, NP)
+    log_eps = tl.cast(log_eps_hi, ACC) + tl.cast(log_eps_lo, ACC)  # float32 halves: log eps to ~48 bits
     u = _sinkhorn_fwd(u, mask, t_max, log_eps, 1, 2, HAS_EPS)
     tl.store(H_ptr + offs, tl.exp(u).to(H_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize=["N", "t_max", "seg"])
-def _sinkhorn_bwd_kernel(L_ptr, G_ptr, DL_ptr, N, t_max, seg, log_eps, n: tl.constexpr, NP: tl.constexpr,
+def _sinkhorn_bwd_kernel(L_ptr, G_ptr, DL_ptr, N, t_max, seg, log_eps_hi, log_eps_lo, n: tl.constexpr, NP: tl.constexpr,
                          HAS_EPS: tl.constexpr, ACC: tl.constexpr, BLOCK_T: tl.constexpr):
     offs, mask = _tile(N, n, NP, BLOCK_T)
     u = tl.load(L_ptr + offs, mask=mask, other=float("-inf")).to(ACC)
     g = tl.load(G_ptr + offs, mask=mask, other=0.0).to(ACC)
+    log_eps = tl.cast(log_eps_hi, ACC) + tl.cast(log_eps_lo, ACC)
     du = _sinkhorn_bwd(u, g, mask, t_max, seg, log_eps, 1, 2, HAS_EPS)
     tl.store(DL_ptr + offs, du.to(DL_ptr.dtype.element_ty), mask=mask)
 
@@ -175,8 +189,11 @@ def _sinkhorn_bwd_kernel(L_ptr, G_ptr, DL_ptr, N, t_max, seg, log_eps, n: tl.con
 # ---------------------------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------------------------
-def _log_eps(eps: float) -> float:
-    return math.log(eps) if eps > 0 else 0.0
+def _log_eps(eps: float) -> tuple[float, float]:
+    """log eps as two float32 halves (Triton passes float scalars as float32; float64 math needs the rest)."""
+    value = math.log(eps) if eps > 0 else 0.0
+    hi = float(torch.tensor(value, dtype=torch.float32))
+    return hi, float(torch.tensor(value - hi, dtype=torch.float32))
 
 
 def sinkhorn_forward(logits: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
@@ -187,7 +204,7 @@ def sinkhorn_forward(logits: torch.Tensor, t_max: int, eps: float) -> torch.Tens
     h = torch.empty_like(logits)
     if N:
         grid = (triton.cdiv(N, conf.block_t),)
-        _sinkhorn_fwd_kernel[grid](logits, h, N, t_max, _log_eps(eps), n=n, NP=triton.next_power_of_2(n),
+        _sinkhorn_fwd_kernel[grid](logits, h, N, t_max, *_log_eps(eps), n=n, NP=triton.next_power_of_2(n),
                                    HAS_EPS=eps > 0, ACC=tl_dtype(acc), BLOCK_T=conf.block_t,
                                    num_warps=conf.num_warps)
     return h
@@ -202,7 +219,7 @@ def sinkhorn_backward(logits: torch.Tensor, g: torch.Tensor, t_max: int, eps: fl
     dl = torch.empty_like(logits)
     if N:
         grid = (triton.cdiv(N, conf.block_t),)
-        _sinkhorn_bwd_kernel[grid](logits, g.contiguous(), dl, N, t_max, seg or conf.sinkhorn_seg, _log_eps(eps), n=n,
+        _sinkhorn_bwd_kernel[grid](logits, g.contiguous(), dl, N, t_max, seg or conf.sinkhorn_seg, *_log_eps(eps), n=n,
                                    NP=triton.next_power_of_2(n), HAS_EPS=eps > 0, ACC=tl_dtype(acc),
                                    BLOCK_T=conf.block_t, num_warps=conf.num_warps)
     return dl
