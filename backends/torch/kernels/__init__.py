@@ -8,6 +8,7 @@ Functional API (autograd-enabled, same signatures and defaults as the eager ops 
     mhc_pre(x, h_pre)                                                       -> y (..., C)
     mhc_post_res(x, f_out, h_post, h_res)                                   -> y (..., n, C)
     mhc_layer(x, phi, alpha, b, sublayer, **options)                        -> x_next
+    mhc_stack(x, phi, alpha, b, w_sub, **options)    (stacked (L, ...) parameters) -> x_L
 
 torch.library custom ops: each kernel is `torch.ops.mhc_triton.<op>` (mhc_coeffs, sinkhorn, mhc_pre, mhc_post_res,
 each with a `<op>_backward` op) with a fake implementation and registered autograd, so `torch.compile` traces
@@ -38,6 +39,7 @@ from .mhc_coeffs import mhc_coeffs  # noqa: E402
 from .mhc_layer import mhc_layer  # noqa: E402
 from .mhc_post_res import mhc_post_res  # noqa: E402
 from .mhc_pre import mhc_pre  # noqa: E402
+from .mhc_stack import mhc_stack  # noqa: E402
 from .sinkhorn import sinkhorn  # noqa: E402
 
-__all__ = ["sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "interpret_mode"]
+__all__ = ["sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack", "interpret_mode"]

@@ -25,9 +25,14 @@ def mhc_layer(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.
               rms_eps: float = 1e-20, res_layout: str = "row_major") -> torch.Tensor:
     """x_{l+1} (..., n, C) from x_l (..., n, C), P Eq. 3. Defaults are the `paper` preset."""
     validate_layer(x, phi, alpha, b, sublayer, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
-    h_pre, h_post, h_res = mhc_coeffs_unchecked(x, phi, alpha, b, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
-                                                pre_eps=pre_eps, post_scale=post_scale, rms_eps=rms_eps,
-                                                res_layout=res_layout, maps_dtype=_checks.compute_dtype(x.dtype))
+    return mhc_layer_unchecked(x, phi, alpha, b, sublayer, t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
+                               post_scale=post_scale, rms_eps=rms_eps, res_layout=res_layout)
+
+
+def mhc_layer_unchecked(x, phi, alpha, b, sublayer, **options) -> torch.Tensor:
+    """The layer without the input checks (for callers that validated already, e.g. `mhc_stack` per layer)."""
+    h_pre, h_post, h_res = mhc_coeffs_unchecked(x, phi, alpha, b, maps_dtype=_checks.compute_dtype(x.dtype),
+                                                **options)
     u = mhc_pre_unchecked(x, h_pre)  # (..., C)
     f_out = probe_sublayer(u, sublayer) if isinstance(sublayer, torch.Tensor) else sublayer(u)
     if f_out.dtype != x.dtype or not f_out.is_contiguous():
