@@ -21,7 +21,8 @@ def backend():
 
 def test_backend_identity(backend):
     assert backend.name == "torch-triton"
-    assert set(backend.capabilities.ops) == {"sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer"}
+    assert set(backend.capabilities.ops) == {"sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer",
+                                              "mhc_stack"}
     assert backend.capabilities.grad_ops == backend.capabilities.ops
     assert {"float32", "bfloat16"} <= set(backend.capabilities.dtypes)
     if K.interpret_mode():
@@ -29,13 +30,13 @@ def test_backend_identity(backend):
     assert backend.versions()["triton"]
 
 
-@pytest.mark.parametrize("op", ["sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer"])
+@pytest.mark.parametrize("op", ["sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack"])
 def test_backend_vjp_matches_numpy_backend(backend, rng, op):
     """Every claimed op and its VJP through the contract, against the reference backend (float32, deepseek_v4)."""
     reference = load_backend("numpy")
     spec = SPEC.op(op)
     options = SPEC.op_options(op, "deepseek_v4", t_max=3) if "t_max" in spec.options else {}
-    sizes = {"n": 3, "C": 8}
+    sizes = {"n": 3, "C": 8, "L": 2}
     lead = (2, 3)
     arrays = [rng.standard_normal(resolve_shape(a, lead, **sizes)) * (0.3 if a.name in ("phi", "w_sub") else 1)
               for a in spec.inputs]
