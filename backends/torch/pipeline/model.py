@@ -193,24 +193,18 @@ class _Prefetch(torch.autograd.Function):
         return g
 
 
-class LMStage(nn.Module):
-    """Stage s of `num_stages`: layers [l0, l1) of an `LM` (shared modules, not copies), plus the embedding on the
-    first stage and collapse / norm / unembedding on the last. forward: tokens (B, T) or x (B, T, n, C) ->
-    x (B, T, n, C) contiguous, or logits (B, T, V) on the last stage."""
+class BlockStage(nn.Module):
+    """The layers [l0, l1) of one stage, run in recompute blocks of `recompute_every` layers (0: plain autograd)
+    under non-reentrant torch.utils.checkpoint. Subclasses add what the stage does before and after the layers."""
 
-    def __init__(self, lm: LM, stage: int, num_stages: int, recompute_every: int = 0,
+    def __init__(self, layers, stage: int, num_stages: int, bounds: tuple[int, int], recompute_every: int = 0,
                  counter: RecomputeCounter | None = None):
         super().__init__()
-        self.stage, self.num_stages = stage, num_stages
-        self.bounds = stage_bounds(len(lm.layers), num_stages, recompute_every)[stage]
+        self.stage, self.num_stages, self.bounds = stage, num_stages, bounds
         self.is_first, self.is_last = stage == 0, stage == num_stages - 1
         self.recompute_every = recompute_every
         self.counter = counter if counter is not None else RecomputeCounter()
-        if self.is_first:
-            self.embed, self.expand = lm.embed, lm.expand
-        self.layers = nn.ModuleList(lm.layers[self.bounds[0]:self.bounds[1]])
-        if self.is_last:
-            self.collapse, self.norm, self.head = lm.collapse, lm.norm, lm.head
+        self.layers = nn.ModuleList(layers)
         # set by the runner's stage around each micro-batch's forward (None: e.g. the stage's shape inference)
         self.current_mb: int | None = None
         # micro-batch -> the _Prefetch nodes of its checkpointed blocks; see `recompute_now`
@@ -244,17 +238,36 @@ class LMStage(nn.Module):
     def reset_step(self) -> None:
         self.prefetch_nodes = {}
 
+    def run_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """x_{l0} -> x_{l1} (..., n, C), contiguous and never the input tensor itself (an empty stage copies)."""
+        use_ckpt = self.recompute_every > 0 and torch.is_grad_enabled()
+        y = x
+        for i, block in enumerate(self._blocks()):
+            if use_ckpt:
+                y = checkpoint(self._run_block, block, y, (self.stage, self.current_mb, i), use_reentrant=False)
+            else:
+                y = self._run_block(block, y, None)
+        return y.clone() if y is x else y.contiguous()
+
+
+class LMStage(BlockStage):
+    """Stage s of `num_stages`: layers [l0, l1) of an `LM` (shared modules, not copies), plus the embedding on the
+    first stage and collapse / norm / unembedding on the last. forward: tokens (B, T) or x (B, T, n, C) ->
+    x (B, T, n, C) contiguous, or logits (B, T, V) on the last stage."""
+
+    def __init__(self, lm: LM, stage: int, num_stages: int, recompute_every: int = 0,
+                 counter: RecomputeCounter | None = None):
+        bounds = stage_bounds(len(lm.layers), num_stages, recompute_every)[stage]
+        super().__init__(lm.layers[bounds[0]:bounds[1]], stage, num_stages, bounds, recompute_every, counter)
+        if self.is_first:
+            self.embed, self.expand = lm.embed, lm.expand
+        if self.is_last:
+            self.collapse, self.norm, self.head = lm.collapse, lm.norm, lm.head
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.is_first:
             x = self.expand(self.embed(x))  # (B, T, n, C)
-        use_ckpt = self.recompute_every > 0 and torch.is_grad_enabled()
-        for i, block in enumerate(self._blocks()):
-            if use_ckpt:
-                x = checkpoint(self._run_block, block, x, (self.stage, self.current_mb, i), use_reentrant=False)
-            else:
-                x = self._run_block(block, x, None)
+        x = self.run_layers(x)
         if self.is_last:
-            return self.head(self.norm(self.collapse(x)))
-        if not self.layers and not self.is_first:
-            x = x.clone()  # an empty stage still returns a new tensor (the input is the stage's recv buffer)
-        return x.contiguous()
+            return self.head(self.norm(self.collapse(x)))  # (B, T, V)
+        return x
