@@ -25,7 +25,31 @@ from ._common import check_array, compute_dtype_of, options
 OP = "sinkhorn"
 
 
-def _normalise(u: np.ndarray, axis: int, log_eps: float | None) -> np.ndarray:
+# A log-domain state is carried as an unevaluated pair u = hi + lo (lo = 0 below float64). A row of exp(L) that sits
+# ~|L| below the others is only resolved by the log domain, in states of magnitude ~|L|; one float64 holds them to
+# ulp(|L|) / 2 (9e-13 at |L| = 1e4), so `lo` keeps what each rounding drops (TwoSum, Knuth) and every state keeps
+# ~1e-16 absolute precision. The compute dtypes below float64 are the naive baseline of the tolerance rule (spec
+# §10) and keep plain single-word states.
+State = tuple[np.ndarray, np.ndarray]
+
+
+def _add(u: State, c: np.ndarray) -> State:
+    """u + c as a pair; in float64 the rounding error of hi + c moves into lo (exact TwoSum)."""
+    hi, lo = u
+    s = hi + c
+    if s.dtype != np.float64:
+        return s, lo
+    bb = s - hi
+    err = (hi - (s - bb)) + (c - bb)
+    s2 = s + (err + lo)  # renormalise so that hi is the rounded value of the pair
+    return s2, (s - s2) + (err + lo)
+
+
+def _value(u: State) -> np.ndarray:
+    return u[0] + u[1]
+
+
+def _normalise(u: State, axis: int, log_eps: float | None) -> State:
     """u - log(sum_axis exp(u) + eps): one T_c / T_r step in the log domain, to full precision at any |u|.
 
     With m = max u and s = sum exp(u - m) (1 <= s <= n) the result is `(u - m) - log s`, never `u - (m + log s)`:
@@ -34,15 +58,27 @@ def _normalise(u: np.ndarray, axis: int, log_eps: float | None) -> np.ndarray:
         a <  log eps:  u - log eps - log1p(exp(a - log eps))       (eps dominates; u is below log eps as well)
         a >= log eps:  (u - m) - log s - log1p(exp(log eps - a))   (exp(log eps - a) <= 1, cannot overflow)
     """
-    m = np.max(u, axis=axis, keepdims=True)
-    s = np.sum(np.exp(u - m), axis=axis, keepdims=True)
-    out = (u - m) - np.log(s)
+    m = np.max(u[0], axis=axis, keepdims=True)
+    d = _add(u, -m)  # u - m, exact in float64
+    s = np.sum(np.exp(_value(d)), axis=axis, keepdims=True)
+    out = _add(d, -np.log(s))
     if log_eps is None:
         return out
     a = m + np.log(s)  # only compared with log eps and inside log1p(exp(.)), where its rounding is harmless
-    eps_side = u - log_eps - np.log1p(np.exp(np.minimum(a - log_eps, 0.0)))
-    sum_side = out - np.log1p(np.exp(np.minimum(log_eps - a, 0.0)))
-    return np.where(a < log_eps, eps_side, sum_side)
+    eps_side = _add(_add(u, -log_eps), -np.log1p(np.exp(np.minimum(a - log_eps, 0.0))))
+    sum_side = _add(out, -np.log1p(np.exp(np.minimum(log_eps - a, 0.0))))
+    below = a < log_eps
+    return np.where(below, eps_side[0], sum_side[0]), np.where(below, eps_side[1], sum_side[1])
+
+
+def _add_eps(u: State, log_eps: float) -> State:
+    """log(exp(u) + eps) = logaddexp(u, log eps), as the larger term plus log1p(exp(-|difference|))."""
+    v = _value(u)
+    above = v >= log_eps
+    c = np.log1p(np.exp(-np.abs(v - log_eps)))  # log1p(exp(.)) of the smaller term relative to the larger
+    up = _add(u, c)
+    down = _add((np.full_like(v, log_eps), np.zeros_like(v)), c)
+    return np.where(above, up[0], down[0]), np.where(above, up[1], down[1])
 
 
 def _steps(t_max: int, eps: float) -> list[tuple[str, bool]]:
@@ -64,11 +100,11 @@ def _validate(logits: np.ndarray, op: str = OP) -> None:
         raise ValueError(f"{op}: logits must be (..., n, n) with n >= 1, got shape {logits.shape}")
 
 
-def _forward_states(logits: np.ndarray, t_max: int, eps: float) -> list[np.ndarray]:
-    """Log-domain states u^0 = L, ..., u^K after every step of `_steps` (length K + 1)."""
+def _forward_states(logits: np.ndarray, t_max: int, eps: float) -> list[State]:
+    """Log-domain states u^0 = L, ..., u^K after every step of `_steps` (length K + 1), each a pair (hi, lo)."""
     log_eps = float(np.log(eps)) if eps > 0 else None
-    states = [logits]
-    u = logits
+    u = (logits, np.zeros_like(logits))
+    states = [u]
     for kind, with_eps in _steps(t_max, eps):
         le = log_eps if with_eps else None
         if kind == "col":
@@ -76,7 +112,7 @@ def _forward_states(logits: np.ndarray, t_max: int, eps: float) -> list[np.ndarr
         elif kind == "row":
             u = _normalise(u, axis=-1, log_eps=le)  # divide by row sums
         else:
-            u = np.logaddexp(u, u.dtype.type(log_eps))  # M + eps
+            u = _add_eps(u, log_eps)  # M + eps
         states.append(u)
     return states
 
@@ -90,7 +126,7 @@ def sinkhorn(logits, t_max=None, eps=None, *, preset=None, compute_dtype="float6
     opts = options(OP, preset, {"t_max": t_max, "eps": eps})
     dt = compute_dtype_of(compute_dtype)
     states = _forward_states(logits.astype(dt), opts["t_max"], opts["eps"])
-    return np.exp(states[-1])  # (..., n, n)
+    return np.exp(_value(states[-1]))  # (..., n, n)
 
 
 def sinkhorn_vjp(logits, g_h_res, t_max=None, eps=None, *, preset=None, compute_dtype="float64"):
@@ -110,14 +146,14 @@ def sinkhorn_vjp(logits, g_h_res, t_max=None, eps=None, *, preset=None, compute_
     t_max, eps = opts["t_max"], opts["eps"]
     states = _forward_states(logits.astype(dt), t_max, eps)
     log_eps = float(np.log(eps)) if eps > 0 else None
-    du = g_h_res.astype(dt) * np.exp(states[-1])
+    du = g_h_res.astype(dt) * np.exp(_value(states[-1]))
     steps = _steps(t_max, eps)
     for k in reversed(range(len(steps))):
-        kind, u = steps[k][0], states[k]
+        kind, u = steps[k][0], _value(states[k])
         if kind == "add_eps":
             du = du * np.exp(-np.logaddexp(0, dt.type(log_eps) - u))  # exp(u) / (exp(u) + eps) = 1/(1 + eps e^-u)
             continue
         axis = -2 if kind == "col" else -1
-        p = np.exp(states[k + 1])  # exp(u) / (sum + eps): the step's own output, no recomputed denominator
+        p = np.exp(_value(states[k + 1]))  # exp(u) / (sum + eps): the step's own output, no recomputed denominator
         du = du - p * np.sum(du, axis=axis, keepdims=True)
     return {"logits": du}  # (..., n, n)

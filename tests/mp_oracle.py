@@ -116,3 +116,67 @@ def check_vjp_by_differences(L, G, t_max: int, eps: float, h: float = 1e-25) -> 
             fd = sum(Gm[a][b] * (hp[a][b] - hm_[a][b]) for a in range(n) for b in range(n)) / (2 * hm)
             worst = max(worst, abs(fd - vjp[i][j]))
     return float(worst / scale)
+
+
+# -- the coefficient path and one layer, forward only (gradients are checked by central differences) ------------------
+def _sigmoid(z):
+    return 1 / (1 + _CTX.exp(-z))
+
+
+def mhc_coeffs_mp(x, phi, alpha, b, opts):
+    """[(h_pre, h_post, H_res) per token] for x (T, n, C) (nested lists / arrays of mpf or float), P Eqs. 14-19."""
+    T, n, C = len(x), len(x[0]), len(x[0][0])
+    out = []
+    for t in range(T):
+        xb = [mpf(x[t][k][c]) for k in range(n) for c in range(C)]  # stream-major
+        r = _CTX.sqrt(sum(v * v for v in xb) / (n * C) + mpf(opts["rms_eps"]))
+        m = [sum(xb[i] * mpf(phi[i][j]) for i in range(n * C)) / r for j in range(n * n + 2 * n)]
+        z = [mpf(alpha[0 if j < n else 1 if j < 2 * n else 2]) * m[j] + mpf(b[j]) for j in range(n * n + 2 * n)]
+        h_pre = [_sigmoid(z[j]) + mpf(opts["pre_eps"]) for j in range(n)]
+        h_post = [mpf(opts["post_scale"]) * _sigmoid(z[n + j]) for j in range(n)]
+        v = z[2 * n:]
+        L = [[v[i * n + j] if opts["res_layout"] == "row_major" else v[j * n + i] for j in range(n)]
+             for i in range(n)]
+        out.append((h_pre, h_post, sinkhorn_mp(L, opts["t_max"], opts["sinkhorn_eps"])))
+    return out
+
+
+def mhc_layer_mp(x, phi, alpha, b, w_sub, opts, probe_eps):
+    """x_{l+1} (T, n, C) as mpf lists: H_res x + H_post^T F(H_pre x), F(u) = tanh(rmsnorm(u) @ w_sub)."""
+    n, C = len(x[0]), len(x[0][0])
+    out = []
+    for t, (h_pre, h_post, H) in enumerate(mhc_coeffs_mp(x, phi, alpha, b, opts)):
+        xt = [[mpf(x[t][k][c]) for c in range(C)] for k in range(n)]
+        u = [sum(h_pre[k] * xt[k][c] for k in range(n)) for c in range(C)]
+        r = _CTX.sqrt(sum(v * v for v in u) / C + mpf(probe_eps))
+        f = [_CTX.tanh(sum(u[i] / r * mpf(w_sub[i][j]) for i in range(C))) for j in range(C)]
+        out.append([[sum(H[i][k] * xt[k][c] for k in range(n)) + h_post[i] * f[c] for c in range(C)]
+                    for i in range(n)])
+    return out
+
+
+def _flatten(tree) -> list:
+    if isinstance(tree, (list, tuple)):
+        return [v for item in tree for v in _flatten(item)]
+    return [tree]
+
+
+def directional_derivative(fn, args: dict, direction: dict, cotangent: list, h: float = 1e-25) -> float:
+    """d/dt <cotangent, fn(args + t * direction)> at t = 0 by a central difference in 60 digits (error ~1e-40).
+
+    `args` and `direction` map names to float64 arrays (direction may omit names); `fn(**args)` returns a nested list
+    of mpf whose flattening matches `cotangent` (flat floats)."""
+    hm = mpf(h)
+
+    def moved(sign):
+        out = {}
+        for k, a in args.items():
+            a = np.asarray(a, dtype=np.float64)
+            d = np.asarray(direction.get(k, np.zeros_like(a)), dtype=np.float64)
+            vals = [mpf(v) + sign * hm * mpf(dv) for v, dv in zip(a.ravel().tolist(), d.ravel().tolist())]
+            out[k] = np.array(vals, dtype=object).reshape(a.shape).tolist()
+        return out
+
+    plus, minus = _flatten(fn(**moved(1))), _flatten(fn(**moved(-1)))
+    g = [mpf(v) for v in cotangent]
+    return float(sum((gi * (p - q) for gi, p, q in zip(g, plus, minus)), mpf(0)) / (2 * hm))
