@@ -17,4 +17,5 @@ def expand_streams(h: torch.Tensor, *, n: int = 4) -> torch.Tensor:
     """x[..., k, :] = h for k = 0..n-1."""
     _checks.check_tensor("h", h, OP)
     _checks.check_int("n", n, OP, 1)
-    return h.unsqueeze(-2).expand(*h.shape[:-1], n, h.shape[-1]).contiguous()  # (..., n, C)
+    # clone, not .contiguous(): at n = 1 the expanded view is already contiguous and would alias h
+    return h.unsqueeze(-2).expand(*h.shape[:-1], n, h.shape[-1]).clone(memory_format=torch.contiguous_format)
