@@ -8,6 +8,10 @@ nothing (standard library and pytest only) and it does nothing until conformance
 is loaded, and the Hypothesis profile applied, only then. Backend: `--mhc-backend`, else $MHC_BACKEND, else `numpy`;
 an entry-point name of the `mhc.backends` group or `module:object`.
 
+Refused at startup with a usage error (exit status 4), before anything runs: an unknown backend, a backend whose
+`spec_version` differs from the table's in major or minor (spec §12), an empty or unknown `--mhc-dtypes`,
+`--max-examples` below 1, and an `--mhc-report` path that cannot be written.
+
 Known failures: the folder of the backend's module may hold `known_failures.txt` (or pass --mhc-known-failures);
 one pattern per line, `*` matching any text, against test ids such as `test_sinkhorn.py::test_values[bfloat16]`,
 with the reason after `#`. Matching tests are marked xfail; entries that match nothing are reported (warning and
@@ -16,6 +20,7 @@ summary line).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -64,14 +69,52 @@ class _Run:
             from mhc_backends import available_backends, load_backend
 
             try:
-                self.backend = load_backend(self.backend_spec)
+                backend = load_backend(self.backend_spec)
             except (ValueError, TypeError, ImportError) as e:
                 raise pytest.UsageError(f"--mhc-backend {self.backend_spec!r}: {e}; installed backends: "
                                         f"{sorted(available_backends())} (or pass 'module:object')") from e
+            check_spec_version(self.backend_spec, backend)
+            self.backend = backend
         return self.backend
 
 
+def _major_minor(version: Any) -> tuple[int, int] | None:
+    parts = str(version).split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def check_spec_version(given: str, backend) -> None:
+    """Refuse a backend whose spec_version differs from the suite's table in major or minor (spec §12: those are
+    the breaking changes, so its results would be judged against another contract); a patch difference is fine."""
+    from mhc_spec.table import load
+
+    want, got = load().spec_version, getattr(backend, "spec_version", None)
+    if _major_minor(got) is None or _major_minor(got) != _major_minor(want):
+        raise pytest.UsageError(
+            f"--mhc-backend {given!r}: backend {getattr(backend, 'name', '?')!r} implements spec_version {got!r}, this "
+            f"suite checks spec {want}: the major.minor versions must match (spec §12). Install the suite of spec "
+            f"{got}, or update the backend to spec {want}")
+
+
 RUN = pytest.StashKey[_Run]()
+SUMMARY = pytest.StashKey[list[str]]()
+
+
+def summary_line(config: pytest.Config, text: str) -> None:
+    """Queue a line for pytest's terminal summary, printed after the run instead of amid the progress dots (the
+    meta-tests report the mutant kill rate and the control run this way)."""
+    config.stash.setdefault(SUMMARY, []).append(text)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    lines = config.stash.get(SUMMARY, [])
+    if lines:
+        terminalreporter.write_sep("-", "mhc conformance")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -101,11 +144,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
     all_dtypes = tuple(load().conformance["dtypes"])
     dtypes = all_dtypes
-    if config.getoption("mhc_dtypes"):
+    if config.getoption("mhc_dtypes") is not None:  # given, even empty: '' selects nothing, which is a mistake
         dtypes = tuple(d.strip() for d in config.getoption("mhc_dtypes").split(",") if d.strip())
         bad = [d for d in dtypes if d not in all_dtypes]
         if bad or not dtypes:
-            raise pytest.UsageError(f"--mhc-dtypes: {bad or 'empty'} not in the spec dtypes {list(all_dtypes)}")
+            raise pytest.UsageError(f"--mhc-dtypes {config.getoption('mhc_dtypes')!r}: "
+                                    f"{f'unknown dtypes {bad}' if bad else 'no dtype given'}; choose from the spec "
+                                    f"dtypes {list(all_dtypes)} (comma-separated), or leave the option out for all")
+    max_examples = config.getoption("max_examples")
+    if max_examples is not None and max_examples < 1:
+        raise pytest.UsageError(f"--max-examples must be >= 1 (Hypothesis examples per conformance test), got "
+                                f"{max_examples}")
+    if config.getoption("mhc_report"):
+        _check_writable(config.getoption("mhc_report"))
     profile = config.getoption("mhc_profile") or os.environ.get("MHC_HYPOTHESIS_PROFILE") or "ci"
     if profile not in PROFILES:
         raise pytest.UsageError(f"MHC_HYPOTHESIS_PROFILE must be one of {list(PROFILES)}, got {profile!r}")
@@ -129,6 +180,27 @@ def pytest_configure(config: pytest.Config) -> None:
     if _requested(config):
         run.load_backend()
     config.pluginmanager.register(_Session(run), "mhc_conformance_session")
+
+
+def _check_writable(report: str) -> None:
+    """--mhc-report must be writable: found at startup, not after the whole run (a file created here is removed)."""
+    path = Path(report)
+    if path.is_dir():
+        raise pytest.UsageError(f"--mhc-report {report!r} is a directory; give a file path such as report.json")
+    existed = path.exists()
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise pytest.UsageError(f"--mhc-report {report!r}: {ancestor} is a file, not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise pytest.UsageError(f"--mhc-report {report!r}: cannot write the report there ({e})") from e
+    if not existed:
+        path.unlink()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -172,6 +244,21 @@ def _matches(pattern: str, text: str) -> bool:
             return False
         pos = found + len(part)
     return True
+
+
+def _seed_from_test_id(item, test_id: str | None) -> None:
+    """--derandomize: seed the test's examples from its id inside the package (None: unseed after the call).
+
+    Hypothesis's own derandomized seed hashes pytest's node id, whose path part depends on where the package lies
+    relative to the rootdir (`conformance/test_x.py` in a checkout, `.../site-packages/mhc_conformance/test_x.py`
+    installed), so the same command drew other examples, and reported other worst errors, from another place.
+    """
+    test = getattr(item, "obj", None)
+    if getattr(test, "hypothesis", None) is None:  # not a @given test
+        return
+    from hypothesis import seed
+
+    seed(None if test_id is None else int.from_bytes(hashlib.sha256(test_id.encode()).digest()[:8], "big"))(test)
 
 
 def parse_known_failures(text: str) -> list[tuple[str, str, int]]:
@@ -220,8 +307,9 @@ class _Session:
             f"{f', max_examples {run.max_examples}' if run.max_examples else ''}"
             f"{', derandomized' if run.derandomize else ''}; env {env}",
         ]
-        if be.spec_version != spec_version:
-            lines.append(f"mhc WARNING: backend implements spec {be.spec_version}, the suite checks {spec_version}")
+        if be.spec_version != spec_version:  # major.minor equal (else refused at load): a compatible difference
+            lines.append(f"mhc note: backend implements spec {be.spec_version}, the suite checks {spec_version} "
+                         f"(same major.minor: compatible)")
         path = self._known_failures_file()
         if path is not None:
             entries = parse_known_failures(path.read_text(encoding="utf-8"))
@@ -305,6 +393,12 @@ class _Session:
     def pytest_runtest_call(self, item) -> None:
         if self.run.context is not None:
             self.run.context.nodeid = item.nodeid
+        if self.run.derandomize and item.nodeid in self.run.items:
+            _seed_from_test_id(item, _relative_id(item))
+
+    def pytest_runtest_teardown(self, item) -> None:
+        if self.run.derandomize and item.nodeid in self.run.items:
+            _seed_from_test_id(item, None)
 
     def pytest_runtest_logreport(self, report) -> None:
         run = self.run
