@@ -33,7 +33,11 @@ README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -
 TARGET_SHAPE, TARGET_DTYPE, TARGET_MODE = "cpu", "float32", "forward+backward"
 METRICS = {"time_op": "time", "peakmem_op": "peakmem", "track_gbps": "gbps", "track_pct_copy_bw": "pct_bw",
            "track_overhead_pct_vs_residual": "overhead", "track_gpu_peak_mib": "gpu_mib",
-           "time_layer": "time", "peakmem_layer": "peakmem", "track_speedup_vs_hyper_connections": "speedup_hc"}
+           "time_layer": "time", "peakmem_layer": "peakmem", "track_speedup_vs_hyper_connections": "speedup_hc",
+           "time_step": "time", "track_x_residual": "x_residual", "track_tensor_peak_mib": "peak_mib"}
+# bench_workloads classes (param: impl only) -> workload name; their rows get shape "-", float32, forward+backward
+WORKLOAD_CLASSES = {"W1Layer": "W1", "W2Stack": "W2"}
+WORKLOADS = tuple(WORKLOAD_CLASSES.values())
 DISTRIBUTIONS = ("numpy", "torch", "triton", "jax", "jaxlib", "asv", "hyper-connections", "einops", "liger-kernel",
                  "matplotlib", "mhc-spec")
 
@@ -67,13 +71,15 @@ def records(result_path: Path) -> list[dict]:
         if metric is None or entry.get("result") is None:
             continue
         params = [[ast.literal_eval(v) for v in values] for values in entry["params"]]
-        names = ("impl",) if cls == "MhcLayerModule" else ("backend",)
+        names = ("impl",) if cls in ("MhcLayerModule", *WORKLOAD_CLASSES) else ("backend",)
         names += ("shape", "dtype", "mode")
+        fixed = {"shape": "-", "dtype": "float32", "mode": TARGET_MODE} if cls in WORKLOAD_CLASSES else {}
         for combo, value in zip(itertools.product(*params), entry["result"]):
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
-            kind = "module" if cls == "MhcLayerModule" else module.removeprefix("bench_")
-            out.append({"kind": kind, "metric": metric, "value": float(value), **dict(zip(names, combo))})
+            kind = ("module" if cls == "MhcLayerModule" else WORKLOAD_CLASSES.get(cls)
+                    or module.removeprefix("bench_"))
+            out.append({"kind": kind, "metric": metric, "value": float(value), **fixed, **dict(zip(names, combo))})
     return out
 
 
@@ -120,6 +126,36 @@ def targets(recs: list[dict]) -> list[dict]:
         out.append({"target": "jax (jit) within 1.5x of torch eager", "ratio": None, "goal": "<= 1.5", "met": None,
                     "detail": "not measurable: no `jax` backend result in this run" if j_torch else
                     "not measurable: torch and/or jax mhc_layer results missing"})
+    return out + workload_targets(recs)
+
+
+def workload_targets(recs: list[dict]) -> list[dict]:
+    """Issue 11: W1 <= 4x and W2 <= +50 % of the plain residual (interleaved ratios), eager faster than
+    torch.compile of it at W1, W1 peak tensor memory <= 4.5x the plain residual's."""
+    w = table(recs, lambda k: k in WORKLOADS)
+
+    def get(workload, impl, metric):
+        return w.get((workload, "-", "float32", TARGET_MODE, impl), {}).get(metric)
+
+    out = []
+    for workload, goal, label in (("W1", 4.0, "W1 (one layer around nn.Linear(256, 256), B=8 T=512 n=4) torch eager "
+                                               "<= 4x plain residual"),
+                                  ("W2", 1.5, "W2 (4 Transformer blocks, 8 mHC layers, B=4 T=256 C=256) torch eager "
+                                              "overhead <= +50 % over plain residual")):
+        ratio = get(workload, "torch", "x_residual")
+        peer = get(workload, "hyper-connections", "x_residual")
+        detail = "interleaved best-of in one process" + (f"; hyper-connections {peer:.2f}x" if peer else "")
+        out.append({"target": label, "ratio": ratio, "goal": f"<= {goal}", "met": None if ratio is None else
+                    ratio <= goal, "detail": detail if ratio is not None else "not measured in this run"})
+    t_eager, t_comp = get("W1", "torch", "time"), get("W1", "torch-compile", "time")
+    out.append({"target": "W1 torch eager faster than torch.compile of it", "ratio": t_comp / t_eager if t_eager and
+                t_comp else None, "goal": "> 1.0 (compile / eager)", "met": None if not (t_eager and t_comp) else
+                t_comp > t_eager, "detail": f"asv medians: compiled {fmt_time(t_comp)} / eager {fmt_time(t_eager)}"
+                if t_eager and t_comp else "not measured in this run"})
+    m_eager, m_res = get("W1", "torch", "peak_mib"), get("W1", "residual", "peak_mib")
+    out.append({"target": "W1 peak tensor memory <= 4.5x plain residual", "ratio": m_eager / m_res if m_eager and
+                m_res else None, "goal": "<= 4.5", "met": None if not (m_eager and m_res) else m_eager / m_res <= 4.5,
+                "detail": f"{m_eager:.1f} MiB / {m_res:.1f} MiB" if m_eager and m_res else "not measured in this run"})
     return out
 
 
@@ -137,8 +173,9 @@ def fmt(v: float | None, spec: str) -> str:
 def markdown(result_path: Path, recs: list[dict], modes: tuple[str, ...] | None = None) -> str:
     data = json.loads(Path(result_path).read_text())
     machine = json.loads((Path(result_path).parent / "machine.json").read_text())
-    ops = table(recs, lambda k: k != "module")
+    ops = table(recs, lambda k: k not in ("module", *WORKLOADS))
     mods = table(recs, lambda k: k == "module")
+    works = table(recs, lambda k: k in WORKLOADS)
     lines = [f"Commit `{data['commit_hash'][:10]}`, machine `{machine.get('machine')}` ({machine.get('cpu')}, "
              f"{machine.get('num_cpu')} CPUs), {datetime.fromtimestamp(data['date'] / 1000, UTC):%Y-%m-%d}. "
              f"GB/s and % of copy bandwidth use the bytes-moved model in benchmarks/common.py (P Table 2 counts); "
@@ -165,6 +202,15 @@ def markdown(result_path: Path, recs: list[dict], modes: tuple[str, ...] | None 
             x_hc = fmt(hc / m["time"] if hc else None, ".2f")
             lines.append(f"| {shape} | {dtype} | {mode} | {who} | {fmt_time(m['time'])} | {x_res} | {x_hc} | "
                          f"{fmt(m.get('speedup_hc'), '.2f')} |")
+    if works:
+        lines += ["", "Workloads, one training step (forward + backward), float32: W1 = one layer around "
+                  "`nn.Linear(256, 256)` (B=8, T=512, n=4); W2 = 4 Transformer blocks (causal SDPA attention + "
+                  "4x MLP), 8 residual layers, B=4, T=256, C=256, n=4 (benchmarks/workloads.py):", "",
+                  "| workload | impl | time | x plain residual (interleaved) | peak tensor memory |",
+                  "|---|---|---:|---:|---:|"]
+        for (kind, _, _, _, who), m in sorted(works.items(), key=lambda kv: (kv[0][0], kv[0][4])):
+            lines.append(f"| {kind} | {who} | {fmt_time(m.get('time'))} | {fmt(m.get('x_residual'), '.2f')} | "
+                         f"{fmt(m.get('peak_mib'), '.1f')}{' MiB' if 'peak_mib' in m else ''} |")
     lines += ["", "Targets (ratios of times from this one run):", ""]
     for t in targets(recs):
         verdict = "not measured" if t["met"] is None else "met" if t["met"] else "NOT met"
@@ -188,7 +234,7 @@ def plot(recs: list[dict], png: Path, mode: str = TARGET_MODE) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ops = table(recs, lambda k: k != "module")
+    ops = table(recs, lambda k: k not in ("module", *WORKLOADS))
     mods = table(recs, lambda k: k == "module")
     shapes = sorted({(k[1], k[2]) for k in list(ops) + list(mods) if k[3] == mode},
                     key=lambda sd: _order(("", sd[0], sd[1], mode, "")))

@@ -53,6 +53,8 @@ def test_params_come_from_the_spec_and_entry_points(spec):
     assert "numpy" in common.BACKENDS
     for _, name, cls in benchmark_classes():
         assert len(cls.params) == len(cls.param_names), name
+        if cls.param_names == ("impl",):  # bench_workloads: fixed module workloads, no shape grid
+            continue
         assert list(cls.params[1]) == list(common.SHAPES), name
         assert list(cls.params[3]) == list(common.MODES), name
 
