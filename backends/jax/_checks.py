@@ -1,0 +1,159 @@
+"""Input validation at the public edge of the jnp ops, and the scoped float64 switch.
+
+Rules shared by every op (the same messages as the reference and the torch backend: argument, expected, got):
+- every array argument is a `jax.Array` (a tracer under jit/grad/vmap) or a `numpy.ndarray` with a float dtype
+  (float64, float32, bfloat16, float16);
+- parameters and maps (phi, alpha, b, h_pre, ...) have x's dtype, or float32 when x is 16-bit (mixed precision:
+  float32 parameters and maps with bf16/fp16 activations); anything else is a TypeError;
+- shapes follow the spec table; n comes from x and every other argument must agree with it. Shapes, dtypes and
+  options are static under jit, so these checks run at trace time and cost nothing per call;
+- NaN/Inf in an input is a ValueError. This value check needs concrete data: it runs on eager calls (arrays, not
+  tracers) and is skipped for tracers, i.e. inside `jax.jit`, `jax.grad`, `jax.vmap`, `jax.checkpoint` and
+  `lax.scan` bodies (a jitted function cannot raise on data without `jax.experimental.checkify`). Switch it off
+  for eager calls too with `set_check_finite(False)` or `MHC_JAX_CHECK_FINITE=0` (it costs one pass over the data
+  and a host sync). A jit user who wants the check calls the op once eagerly, or checks the inputs before `jit`.
+
+float64: JAX computes in float64 only while `jax_enable_x64` is on. Importing this backend never changes that flag;
+every op enters `x64_scope(...)` (jax.enable_x64, scoped to the call) when one of its inputs is float64, so float64
+arrays made by `JaxBackend.from_numpy` (or under the user's own x64 switch) are computed in float64 and the user's
+global setting is left alone. Inside a trace the flag is whatever the caller's trace was started with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FLOAT_DTYPES = (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+_state = {"check_finite": os.environ.get("MHC_JAX_CHECK_FINITE", "1") not in ("0", "false", "False", "")}
+
+
+def set_check_finite(enabled: bool) -> bool:
+    """Switch the NaN/Inf scan of eager inputs on or off; returns the previous setting."""
+    previous = _state["check_finite"]
+    _state["check_finite"] = bool(enabled)
+    return previous
+
+
+def is_concrete(a) -> bool:
+    """Whether `a` holds data (an array, not a tracer of jit/grad/vmap)."""
+    return not isinstance(a, jax.core.Tracer)
+
+
+def _enable_x64():
+    if hasattr(jax, "enable_x64"):  # jax >= 0.7: jax.enable_x64(True) is a scoped switch
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # older jax
+
+    return enable_x64()
+
+
+def x64_enabled() -> bool:
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+def x64_scope(*arrays, force: bool = False):
+    """A context that turns float64 on for this call only, if an input is float64 (or `force`) and it is off."""
+    if x64_enabled():
+        return contextlib.nullcontext()
+    if force or any(a is not None and jnp.dtype(a.dtype) == jnp.float64 for a in arrays if hasattr(a, "dtype")):
+        return _enable_x64()
+    return contextlib.nullcontext()
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """The dtype the coefficient path and the stream mixing run in: float32 for 16-bit activations."""
+    dtype = jnp.dtype(dtype)
+    return jnp.dtype(jnp.float32) if dtype in LOW_PRECISION else dtype
+
+
+def check_array(name: str, a, op: str, ndim_min: int = 1, scan: bool = True):
+    """A floating jax.Array / numpy.ndarray with at least `ndim_min` dims and (if `scan`) no NaN/Inf."""
+    if not isinstance(a, (jax.Array, np.ndarray)):
+        raise TypeError(f"{op}: {name} must be a jax.Array (or numpy.ndarray), got {type(a).__name__}")
+    if jnp.dtype(a.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: {name} must have a float dtype (float64, float32, bfloat16, float16), got {a.dtype}")
+    if a.ndim < ndim_min:
+        raise ValueError(f"{op}: {name} must have at least {ndim_min} dims, got shape {tuple(a.shape)}")
+    if scan:
+        check_finite(name, a, op)
+    return a
+
+
+def check_finite(name: str, a, op: str) -> None:
+    """No NaN/Inf in a, unless the scan is off or a is a tracer (see the module docstring)."""
+    if not _state["check_finite"] or not is_concrete(a) or a.size == 0:
+        return
+    finite = np.isfinite(a.astype(np.float32)) if isinstance(a, np.ndarray) else jnp.isfinite(a)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(f"{op}: {name} must be finite, got {bad} NaN/Inf entries "
+                         f"(switch the scan off with mhc_backends.jax.set_check_finite(False))")
+
+
+def check_stream_state(name: str, x, op: str) -> tuple[int, int]:
+    """x (..., n, C): returns (n, C)."""
+    check_array(name, x, op, ndim_min=2)
+    return x.shape[-2], x.shape[-1]
+
+
+def check_dtype(name: str, a, x, op: str) -> None:
+    """a has x's dtype, or float32 when x is 16-bit."""
+    xd = jnp.dtype(x.dtype)
+    allowed = (xd, jnp.dtype(jnp.float32)) if xd in LOW_PRECISION else (xd,)
+    if jnp.dtype(a.dtype) not in allowed:
+        want = " or ".join(str(d) for d in allowed)
+        raise TypeError(f"{op}: {name} must have dtype {want} to match x ({xd}), got {a.dtype}")
+
+
+def check_shape(name: str, a, expected: tuple[int, ...], op: str, why: str = "") -> None:
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}{why}, got {tuple(a.shape)}")
+
+
+def check_like_x(name: str, a, x, expected: tuple[int, ...], op: str, why: str = "") -> None:
+    """The full check of a companion array of x: type, dtype, shape, then finiteness."""
+    check_array(name, a, op, ndim_min=0, scan=False)
+    check_dtype(name, a, x, op)
+    check_shape(name, a, expected, op, why)
+    check_finite(name, a, op)
+
+
+def check_int(name: str, value, op: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value, op: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__} {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value!r}")
+    if not value >= minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value, choices: tuple[str, ...], op: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_nonzero_tokens(x, rms_eps: float, op: str, name: str = "x") -> None:
+    """With rms_eps = 0 an all-zero token has RMS r = 0 and its maps are 0/0; refuse it (eager calls, as the scan)."""
+    if rms_eps != 0 or not _state["check_finite"] or not is_concrete(x) or x.size == 0:
+        return
+    flat = np.asarray(x, dtype=np.float64).reshape(*x.shape[:-2], -1)
+    if bool(np.any(np.all(flat == 0, axis=-1))):
+        raise ValueError(f"{op}: {name} has a token whose n*C entries are all zero, and rms_eps = 0 makes its RMS "
+                         f"r = 0; pass rms_eps > 0 (e.g. the preset's) or a nonzero {name}")

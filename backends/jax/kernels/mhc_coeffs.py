@@ -1,0 +1,366 @@
+"""The coefficient path of mHC as one fused Pallas kernel per token block, P Eqs. 7-9 in the fused form of 14-19:
+
+    x_bar  = x.reshape(N, n*C)                  stream-major: x_bar[k*C + c] = x[k, c]
+    r      = sqrt(mean(x_bar^2) + rms_eps)                                            (15)
+    m      = (x_bar @ phi) / r                  phi (n*C, n^2+2n), columns [pre n | post n | res n^2]   (14, 16)
+    H_pre  = sigmoid(alpha[0] m[:n]    + b[:n])    + pre_eps                          (17)
+    H_post = post_scale * sigmoid(alpha[1] m[n:2n] + b[n:2n])                          (18)
+    H_res  = sinkhorn(mat(alpha[2] m[2n:] + b[2n:]))                                   (19)
+
+The coefficient tile. The n^2 + 2n columns, in the spec's order, are an (n + 2, n) row-major matrix: column
+`r*n + j` is tile entry (r, j); row 0 is pre, row 1 is post, rows 2..n+1 are the residual logits v[(r-2)*n + j].
+The launcher lays phi, alpha and b out as (RP, NP) tiles flattened to W = RP*NP columns (RP, NP powers of two >=
+n + 2, n; padding zero), so one dot per chunk of x_bar fills the whole (BLOCK_T, W) tile and the kernel never
+slices a value (Triton cannot). In row_major layout the residual rows are H's rows; in col_major (H[i, j] =
+v[j*n + i]) they are H's columns, so the Sinkhorn runs on the same tile with its column and row axes swapped.
+
+One pass over x per token block: each x_bar chunk feeds both the projection (dot) and the square-sum. Sigmoids and
+the whole Sinkhorn iteration then run on the tile in registers (VMEM on TPU). Saved for the backward: x (an input),
+per token m (W floats) and r (1 float); no Sinkhorn state.
+
+File layout: forward kernel -> launcher -> backward derivation -> backward kernels -> launcher -> custom_vjp ->
+public function.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from .. import _checks
+from ..mhc_coeffs import mat, validate, validate_options
+from ..mhc_coeffs import mhc_coeffs_unchecked as mhc_coeffs_jnp
+from . import config as cfg
+from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up
+from .sinkhorn import NEG_INF, Axes, log_eps_of, sinkhorn_tile, sinkhorn_tile_bwd
+
+OP = "mhc_coeffs"
+HIGHEST = lax.Precision.HIGHEST  # float32 dots in full float32 (IEEE on GPU, no bf16 passes on TPU)
+CONTRACT_LAST = (((1,), (1,)), ((), ()))  # a @ b.T
+CONTRACT_FIRST = (((0,), (0,)), ((), ()))  # a.T @ b
+
+
+@dataclass(frozen=True)
+class Options:
+    t_max: int
+    sinkhorn_eps: float
+    pre_eps: float
+    post_scale: float
+    rms_eps: float
+    res_layout: str
+    interpret: bool
+    backward: str  # "pallas" or "reference" (the VJP of the jnp op)
+
+    def jnp_options(self) -> dict:
+        return dict(t_max=self.t_max, sinkhorn_eps=self.sinkhorn_eps, pre_eps=self.pre_eps,
+                    post_scale=self.post_scale, rms_eps=self.rms_eps, res_layout=self.res_layout)
+
+
+def _sigmoid(z):
+    """1 / (1 + exp(-z)) and its derivative s (1 - s) = e / (1 + e)^2, e = exp(-|z|), without overflow or
+    cancellation for large |z|."""
+    e = jnp.exp(-jnp.abs(z))
+    s = jnp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return s, e / ((1.0 + e) * (1.0 + e))
+
+
+def _tile_masks(BT: int, n: int, RP: int, NP: int):
+    """Row and column indices of the (BT, RP, NP) tile, the mask of its (n + 2, n) entries and of the residual."""
+    rr = lax.broadcasted_iota(jnp.int32, (BT, RP, NP), 1)
+    jj = lax.broadcasted_iota(jnp.int32, (BT, RP, NP), 2)
+    in_tile = (rr < n + 2) & (jj < n)
+    return rr, in_tile, in_tile & (rr >= 2)
+
+
+def _axes(res_layout: str) -> Axes:
+    return Axes(col=1, row=2) if res_layout == "row_major" else Axes(col=2, row=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward kernel
+# ---------------------------------------------------------------------------------------------------------------
+def _coeffs_fwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_ref, *, n, D, RP, NP, block_k,
+                       o: Options):
+    acc = tile_ref.dtype
+    BT, Dp = x_ref.shape
+    W = RP * NP
+
+    def chunk(kb, carry):  # projection and square-sum in one pass over x_bar
+        p, ss = carry
+        k = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        xk = x_ref[:, k].astype(acc)  # (BT, BK)
+        p = p + jnp.dot(xk, phi_ref[k, :], precision=HIGHEST, preferred_element_type=acc)  # (BT, W)
+        return p, ss + jnp.sum(xk * xk, axis=1)
+
+    p, ss = lax.fori_loop(0, Dp // block_k, chunk, (jnp.zeros((BT, W), acc), jnp.zeros((BT,), acc)))
+    r = jnp.sqrt(ss / D + o.rms_eps)  # (BT,)
+    m = p / r[:, None]
+    m_ref[...] = m
+    r_ref[...] = r
+
+    z = (scale_ref[...] * m + bias_ref[...]).reshape(BT, RP, NP)  # logits of all three maps
+    rr, _, is_res = _tile_masks(BT, n, RP, NP)
+    sig, _ = _sigmoid(z)
+    u = sinkhorn_tile(jnp.where(is_res, z, NEG_INF), is_res, o.t_max, log_eps_of(o.sinkhorn_eps), _axes(o.res_layout))
+    out = jnp.where(rr == 0, sig + o.pre_eps, jnp.where(rr == 1, o.post_scale * sig, jnp.exp(u)))
+    tile_ref[...] = out.reshape(BT, W)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward launcher
+# ---------------------------------------------------------------------------------------------------------------
+def _as_tile(a, n: int, RP: int, NP: int):
+    """(..., n^2+2n) in the spec's column order -> (..., RP*NP) tile columns (zero padding)."""
+    t = a.reshape(*a.shape[:-1], n + 2, n)
+    return pad_to(pad_to(t, -2 + t.ndim, RP), t.ndim - 1, NP).reshape(*a.shape[:-1], RP * NP)
+
+
+def _from_tile(t, n: int, RP: int, NP: int):
+    """(..., RP*NP) tile columns -> (..., n^2+2n) in the spec's column order."""
+    return t.reshape(*t.shape[:-1], RP, NP)[..., :n + 2, :n].reshape(*t.shape[:-1], n * n + 2 * n)
+
+
+def _scale_bias(alpha, b, n: int, RP: int, NP: int, acc):
+    """Per tile column: the scale alpha[group] and the bias b, as (1, W)."""
+    group = jnp.repeat(jnp.asarray([0, 1] + [2] * n), n)  # (n^2+2n,) group of each column
+    return (_as_tile(alpha.astype(acc)[group], n, RP, NP)[None, :], _as_tile(b.astype(acc), n, RP, NP)[None, :])
+
+
+def _layout(x, n: int, conf: cfg.KernelConfig, RP: int, NP: int):
+    """x (N, n, C) -> x_bar (N_pad, D_pad): D padded with zeros to the K chunk, tokens padded with ones (a padded
+    token has a finite r; its cotangents are zero, so it adds nothing to any reduction)."""
+    N, _, C = x.shape
+    Np = round_up(max(N, 1), conf.block_t * conf.dphi_splits)
+    Dp = round_up(n * C, max(conf.block_k, conf.dphi_block_k))
+    return pad_to(pad_to(x.reshape(N, n * C), 1, Dp), 0, Np, 1.0)
+
+
+@functools.cache
+def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, o: Options):
+    RP, NP = cfg.tile_dims(n)
+    W = RP * NP
+
+    def run(xb, phi_t, scale, bias):
+        Np, Dp = xb.shape
+        BT = conf.block_t
+        acc = phi_t.dtype
+        tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
+        return pl.pallas_call(
+            partial(_coeffs_fwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, o=o),
+            out_shape=(jax.ShapeDtypeStruct((Np, W), acc), jax.ShapeDtypeStruct((Np, W), acc),
+                       jax.ShapeDtypeStruct((Np,), acc)),
+            grid=(Np // BT,),
+            in_specs=[pl.BlockSpec((BT, Dp), lambda i: (i, 0)), pl.BlockSpec((Dp, W), lambda i: (0, 0)),
+                      pl.BlockSpec((1, W), lambda i: (0, 0)), pl.BlockSpec((1, W), lambda i: (0, 0))],
+            out_specs=(tok, tok, pl.BlockSpec((BT,), lambda i: (i,))),
+            interpret=o.interpret, compiler_params=compiler_params(conf, o.interpret), name="mhc_coeffs_fwd",
+        )(xb, phi_t, scale, bias)
+
+    return jax.jit(run)
+
+
+def _prepare(x, phi, alpha, b, o: Options):
+    N, n, C = x.shape
+    RP, NP = cfg.tile_dims(n)
+    acc = compute_dtype(x.dtype)
+    conf = cfg.choose(OP, n=n, C=C, tokens=N, t_max=o.t_max, interpret=o.interpret)
+    xb = _layout(x, n, conf, RP, NP)
+    phi_t = pad_to(_as_tile(phi.astype(acc), n, RP, NP), 0, xb.shape[1])  # (D_pad, W)
+    scale, bias = _scale_bias(alpha, b, n, RP, NP, acc)
+    return conf, RP, NP, xb, phi_t, scale, bias
+
+
+def coeffs_forward(x, phi, alpha, b, o: Options):
+    """x (N, n, C) -> (h_pre (N, n), h_post (N, n), h_res (N, n, n)) in the compute dtype, and the saved m (N_pad, W),
+    r (N_pad,)."""
+    N, n, C = x.shape
+    conf, RP, NP, xb, phi_t, scale, bias = _prepare(x, phi, alpha, b, o)
+    tile, m, r = _fwd_call(n, n * C, conf, o)(xb, phi_t, scale, bias)
+    maps = _from_tile(tile[:N], n, RP, NP)  # (N, n^2+2n)
+    return (maps[:, :n], maps[:, n:2 * n], mat(maps[:, 2 * n:], n, o.res_layout)), (m, r)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backward: derivation
+#
+#   Per token, with z = scale * m + b (scale = alpha[0], alpha[1], alpha[2] on the pre, post, res columns):
+#     dz_pre  = g_pre  * s (1 - s),               s = sigmoid(z_pre)
+#     dz_post = g_post * post_scale * s (1 - s),  s = sigmoid(z_post)
+#     dz_res  = sinkhorn VJP of g_res at the residual logits (recomputed in the kernel, see sinkhorn.py)
+#     dm      = dz * scale
+#   Parameter gradients of scale and bias (reductions over tokens):
+#     d alpha[g] = sum_tokens sum_{columns of group g} dz * m,   d b = sum_tokens dz
+#   The projection m = p / r with p = x_bar @ phi, r = sqrt(mean(x_bar^2) + rms_eps), D = n*C:
+#     dp = dm / r,  dr = -sum(dm * m) / r,  d r / d x_bar = x_bar / (D r)
+#     dx_bar = dp @ phi^T + (dr / (D r)) * x_bar,      d phi = x_bar^T @ dp  (a reduction over tokens)
+#
+#   Kernel 1 (one program per token block) computes dz, dm, dp and dx in one pass over x and phi and writes dz
+#   (N_pad, W). d b and d alpha are two small reductions of dz and dz * m over tokens, done by jnp in the
+#   reference's order (per column over tokens, then per group). Kernel 2 reduces d phi = x_bar^T dp over tokens,
+#   with dp = dz * scale / r rebuilt from dz: one program per (chunk of n*C, token range), the partials
+#   (splits, D_pad, W) summed by jnp afterwards. No atomics: the result is bitwise reproducible.
+# ---------------------------------------------------------------------------------------------------------------
+def _coeffs_bwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref, dx_ref, dz_ref, *, n, D, RP, NP,
+                       block_k, seg, o: Options):
+    acc = m_ref.dtype
+    BT, Dp = x_ref.shape
+    W = RP * NP
+    m = m_ref[...]  # (BT, W)
+    r = r_ref[...]  # (BT,)
+    scale = scale_ref[...]
+    z = (scale * m + bias_ref[...]).reshape(BT, RP, NP)
+    g = g_ref[...].reshape(BT, RP, NP)
+    rr, in_tile, is_res = _tile_masks(BT, n, RP, NP)
+    _, dsig = _sigmoid(z)
+    dz_sig = jnp.where(rr == 0, g, jnp.where(rr == 1, o.post_scale * g, 0.0)) * dsig
+    dz_res = sinkhorn_tile_bwd(jnp.where(is_res, z, NEG_INF), jnp.where(is_res, g, 0.0), is_res, o.t_max, seg,
+                               log_eps_of(o.sinkhorn_eps), _axes(o.res_layout))
+    dz = jnp.where(in_tile, jnp.where(rr >= 2, dz_res, dz_sig), 0.0).reshape(BT, W)
+    dz_ref[...] = dz
+
+    dp = dz * scale / r[:, None]  # the same expression as kernel 2's, so both see bitwise the same dp
+    dr = -jnp.sum(dz * scale * m, axis=1) / r
+    coef = (dr / (D * r))[:, None]
+
+    def chunk(kb, carry):
+        k = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        dx = lax.dot_general(dp, phi_ref[k, :], CONTRACT_LAST, precision=HIGHEST, preferred_element_type=acc)
+        dx_ref[:, k] = (dx + coef * x_ref[:, k].astype(acc)).astype(dx_ref.dtype)
+        return carry
+
+    lax.fori_loop(0, Dp // block_k, chunk, 0)
+
+
+def _coeffs_dphi_kernel(x_ref, dz_ref, r_ref, scale_ref, out_ref, *, block_t):
+    acc = dz_ref.dtype
+    TT, BK = x_ref.shape
+
+    def chunk(tb, a):
+        t = pl.ds(pl.multiple_of(tb * block_t, block_t), block_t)
+        dp = dz_ref[t, :] * scale_ref[...] / r_ref[t][:, None]  # (BT, W)
+        return a + lax.dot_general(x_ref[t, :].astype(acc), dp, CONTRACT_FIRST, precision=HIGHEST,
+                                   preferred_element_type=acc)
+
+    out_ref[...] = lax.fori_loop(0, TT // block_t, chunk, jnp.zeros(out_ref.shape, acc))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backward launcher
+# ---------------------------------------------------------------------------------------------------------------
+@functools.cache
+def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, o: Options):
+    RP, NP = cfg.tile_dims(n)
+    W = RP * NP
+    params = compiler_params(conf, o.interpret)
+
+    def run(xb, phi_t, scale, bias, m, r, g_tile):
+        Np, Dp = xb.shape
+        acc = m.dtype
+        BT, S, BKd = conf.block_t, conf.dphi_splits, conf.dphi_block_k
+        tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
+        row = pl.BlockSpec((1, W), lambda *_: (0, 0))
+        dx, dz = pl.pallas_call(
+            partial(_coeffs_bwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, seg=conf.sinkhorn_seg, o=o),
+            out_shape=(jax.ShapeDtypeStruct(xb.shape, xb.dtype), jax.ShapeDtypeStruct((Np, W), acc)),
+            grid=(Np // BT,),
+            in_specs=[pl.BlockSpec((BT, Dp), lambda i: (i, 0)), pl.BlockSpec((Dp, W), lambda i: (0, 0)), row, row,
+                      tok, pl.BlockSpec((BT,), lambda i: (i,)), tok],
+            out_specs=(pl.BlockSpec((BT, Dp), lambda i: (i, 0)), tok),
+            interpret=o.interpret, compiler_params=params, name="mhc_coeffs_bwd",
+        )(xb, phi_t, scale, bias, m, r, g_tile)
+        per = Np // S  # tokens per split, a multiple of BT
+        parts = pl.pallas_call(
+            partial(_coeffs_dphi_kernel, block_t=BT),
+            out_shape=jax.ShapeDtypeStruct((S, Dp, W), acc),
+            grid=(Dp // BKd, S),
+            in_specs=[pl.BlockSpec((per, BKd), lambda kb, s: (s, kb)), pl.BlockSpec((per, W), lambda kb, s: (s, 0)),
+                      pl.BlockSpec((per,), lambda kb, s: (s,)), row],
+            out_specs=pl.BlockSpec((pl.squeezed, BKd, W), lambda kb, s: (s, kb, 0)),
+            interpret=o.interpret, compiler_params=params, name="mhc_coeffs_dphi",
+        )(xb, dz, r, scale)
+        return dx, dz, parts[0] if S == 1 else jnp.sum(parts, axis=0)
+
+    return jax.jit(run)
+
+
+def coeffs_backward(x, phi, alpha, b, saved, g_pre, g_post, g_res, o: Options):
+    """Gradients (dx, dphi, dalpha, db) in the dtypes of x, phi, alpha, b."""
+    N, n, C = x.shape
+    D = n * C
+    m, r = saved
+    conf, RP, NP, xb, phi_t, scale, bias = _prepare(x, phi, alpha, b, o)
+    acc = m.dtype
+    g_v = g_res if o.res_layout == "row_major" else jnp.swapaxes(g_res, -1, -2)  # H -> v order (inverse of mat)
+    g = jnp.concatenate([g_pre.astype(acc), g_post.astype(acc), g_v.astype(acc).reshape(N, n * n)], axis=-1)
+    g_tile = pad_to(_as_tile(g, n, RP, NP), 0, xb.shape[0])
+    dxb, dz_t, dphi_t = _bwd_call(n, D, conf, o)(xb, phi_t, scale, bias, m, r, g_tile)
+    dz = _from_tile(dz_t[:N], n, RP, NP)  # (N, n^2+2n)
+    dzm = jnp.sum(dz * _from_tile(m[:N], n, RP, NP), axis=0)  # per column over tokens, then per group
+    dalpha = jnp.stack([jnp.sum(dzm[:n]), jnp.sum(dzm[n:2 * n]), jnp.sum(dzm[2 * n:])])
+    dphi = _from_tile(dphi_t[:D], n, RP, NP)
+    return (dxb[:N, :D].reshape(N, n, C), dphi.astype(phi.dtype), dalpha.astype(alpha.dtype),
+            jnp.sum(dz, axis=0).astype(b.dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# custom_vjp
+# ---------------------------------------------------------------------------------------------------------------
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _mhc_coeffs(x, phi, alpha, b, o: Options):
+    return coeffs_forward(x, phi, alpha, b, o)[0]
+
+
+def _mhc_coeffs_fwd(x, phi, alpha, b, o: Options):
+    maps, saved = coeffs_forward(x, phi, alpha, b, o)
+    return maps, (x, phi, alpha, b, saved)
+
+
+def _mhc_coeffs_bwd(o: Options, res, gs):
+    x, phi, alpha, b, saved = res
+    if o.backward == "reference":
+        fn = partial(mhc_coeffs_jnp, maps_dtype=compute_dtype(x.dtype), **o.jnp_options())
+        return jax.vjp(fn, x, phi, alpha, b)[1](gs)
+    return coeffs_backward(x, phi, alpha, b, saved, *gs, o)
+
+
+_mhc_coeffs.defvjp(_mhc_coeffs_fwd, _mhc_coeffs_bwd)
+
+
+MAX_N = 16  # the (n + 2, n) coefficient tile lives in registers; beyond 16 streams it would spill on a GPU
+
+
+def mhc_coeffs_unchecked(x, phi, alpha, b, o: Options, maps_dtype=None):
+    """The fused op on validated inputs; maps in `maps_dtype` (default x's dtype)."""
+    n, C = x.shape[-2:]
+    if n > MAX_N:
+        raise ValueError(f"{OP}: the jax-pallas kernel supports n <= {MAX_N} streams, got x of shape "
+                         f"{tuple(x.shape)} (n = {n}); use the jnp `jax` backend for more")
+    lead = x.shape[:-2]
+    maps = _mhc_coeffs(x.reshape(-1, n, C), phi, alpha, b, o)
+    out = x.dtype if maps_dtype is None else maps_dtype
+    h_pre, h_post, h_res = (a.astype(out) for a in maps)
+    return h_pre.reshape(*lead, n), h_post.reshape(*lead, n), h_res.reshape(*lead, n, n)
+
+
+def mhc_coeffs(x, phi, alpha, b, *, t_max: int = 20, sinkhorn_eps: float = 0.0, pre_eps: float = 0.0,
+               post_scale: float = 2.0, rms_eps: float = 1e-20, res_layout: str = "row_major", maps_dtype=None,
+               interpret: bool | None = None, backward: str = "pallas"):
+    """(H_pre (..., n), H_post (..., n), H_res (..., n, n)) from x (..., n, C), P Eqs. 14-19, fused Pallas kernels.
+
+    Defaults are the `paper` preset. The math runs in float32 (float64 for float64 x); the maps are returned in
+    `maps_dtype` (default: x's dtype; pass jnp.float32 to keep them in float32). `interpret` defaults to True on
+    CPU; `backward="reference"` takes the gradient from the jnp op instead of the backward kernels.
+    """
+    validate(x, phi, alpha, b)
+    opts = validate_options(OP, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
+    _checks.check_nonzero_tokens(x, rms_eps, OP)
+    o = Options(**opts, interpret=resolve(interpret, backward, OP), backward=backward)
+    md = None if maps_dtype is None else jnp.dtype(maps_dtype)
+    with _checks.x64_scope(x, phi, alpha, b):
+        return mhc_coeffs_unchecked(x, phi, alpha, b, o, md)

@@ -1,0 +1,33 @@
+"""The sublayer input, the H_pre x_l term of P Eq. 3: y[..., c] = sum_k H_pre[..., k] x[..., k, c].
+
+16-bit x is mixed in float32 (h_pre may be float32 or x's dtype) and the result is cast back to x's dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import _checks
+
+OP = "mhc_pre"
+
+
+def validate(x, h_pre, op: str = OP) -> int:
+    n, _ = _checks.check_stream_state("x", x, op)
+    _checks.check_like_x("h_pre", h_pre, x, tuple(x.shape[:-2]) + (n,), op, " (the leading dims of x, then n)")
+    return n
+
+
+@jax.jit
+def mhc_pre_unchecked(x, h_pre):
+    cd = _checks.compute_dtype(x.dtype)
+    y = jnp.einsum("...k,...kc->...c", h_pre.astype(cd), x.astype(cd), precision=jax.lax.Precision.HIGHEST)
+    return y.astype(x.dtype)  # (..., C)
+
+
+def mhc_pre(x, h_pre):
+    """x (..., n, C), h_pre (..., n) -> (..., C)."""
+    validate(x, h_pre)
+    with _checks.x64_scope(x, h_pre):
+        return mhc_pre_unchecked(x, h_pre)
