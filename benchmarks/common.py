@@ -55,7 +55,7 @@ MAP_INPUTS = frozenset({"phi", "alpha", "b", "h_pre", "h_post", "h_res"})
 # and w_sub are read once per call, not per token, and are left out, as is F's internal I/O (P Table 2 excludes it).
 # Backward rows count the minimum a fused kernel must touch: saved inputs and incoming cotangents read, gradients of
 # the per-token inputs written. mhc_layer is the sum of its three mHC kernels (P Sec. 4.3.1): forward reads
-# (3n+1)C + n^2 + 2n and writes (n+1)C + n^2 + 2n elements.
+# (3n+1)C + n^2 + 2n and writes (n+1)C + n^2 + 2n elements; mhc_stack is L times mhc_layer.
 TRAFFIC: dict[str, dict[str, tuple[str, str]]] = {
     #  op               direction    reads (bytes / token)                writes (bytes / token)
     "residual":     {"forward":  ("2*C*a",                              "C*a"),
@@ -72,12 +72,14 @@ TRAFFIC: dict[str, dict[str, tuple[str, str]]] = {
 LAYER_PARTS = ("mhc_coeffs", "mhc_pre", "mhc_post_res")
 
 
-def bytes_per_token(op: str, mode: str, n: int, C: int, dtype: str) -> int:
-    """Bytes one token moves in `op` for `mode` ('forward', 'backward' or 'forward+backward')."""
-    parts = LAYER_PARTS if op == "mhc_layer" else (op,)
+def bytes_per_token(op: str, mode: str, n: int, C: int, dtype: str, L: int = 1) -> int:
+    """Bytes one token moves in `op` for `mode` ('forward', 'backward' or 'forward+backward'); L layers for
+    mhc_stack."""
+    parts = LAYER_PARTS * (L if op == "mhc_stack" else 1) if op in ("mhc_layer", "mhc_stack") else (op,)
     directions = ("forward", "backward") if mode == "forward+backward" else (mode,)
-    if op != "mhc_layer" and op not in TRAFFIC:
-        raise ValueError(f"bytes_per_token: op must be one of {sorted(TRAFFIC) + ['mhc_layer']}, got {op!r}")
+    if op not in ("mhc_layer", "mhc_stack") and op not in TRAFFIC:
+        raise ValueError(f"bytes_per_token: op must be one of {sorted(TRAFFIC) + ['mhc_layer', 'mhc_stack']}, "
+                         f"got {op!r}")
     if mode not in MODES:
         raise ValueError(f"bytes_per_token: mode must be one of {list(MODES)}, got {mode!r}")
     sizes = {"n": n, "C": C, "a": ITEMSIZE[dtype], "m": ITEMSIZE["float32" if dtype in LOW_PRECISION else dtype]}
@@ -86,7 +88,7 @@ def bytes_per_token(op: str, mode: str, n: int, C: int, dtype: str) -> int:
 
 def bytes_moved(op: str, mode: str, shape: str, dtype: str) -> int:
     s = SPEC.shapes[shape]
-    return s.tokens * bytes_per_token(op, mode, s.n, s.C, dtype)
+    return s.tokens * bytes_per_token(op, mode, s.n, s.C, dtype, s.L)
 
 
 # -- run-time knobs -------------------------------------------------------------------------------------------------
@@ -198,6 +200,9 @@ def host_inputs(op: str, shape: str, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     lead = (s.B, s.T)
     params = {k: v.astype(np.float32) for k, v in mhc_init(s.n, s.C, rng=seed).items()}  # phi, alpha, b
+    if any("L" in a.shape for a in SPEC.op(op).inputs):  # mhc_stack: one mhc_init per layer, stacked (L, ...)
+        layers = [mhc_init(s.n, s.C, rng=seed + l) for l in range(s.L)]
+        params = {k: np.stack([p[k] for p in layers]).astype(np.float32) for k in params}
 
     def normal(shp):
         return rng.standard_normal(shp, dtype=np.float32)
@@ -216,7 +221,7 @@ def host_inputs(op: str, shape: str, seed: int = 0) -> dict[str, np.ndarray]:
     for arg in SPEC.op(op).inputs:
         if arg.required_when is not None:
             continue
-        shp = resolve_shape(arg, lead, n=s.n, C=s.C)
+        shp = resolve_shape(arg, lead, n=s.n, C=s.C, L=s.L)
         out[arg.name] = params[arg.name] if arg.name in params else makers.get(arg.name, normal)(shp)
     return out
 
@@ -232,11 +237,13 @@ def estimate_device_bytes(op: str, shape: str, dtype: str, mode: str) -> int:
     the 2 t_max Sinkhorn states autograd may keep per token."""
     s = SPEC.shapes[shape]
     spec = SPEC.op(op)
-    sizes = {"n": s.n, "C": s.C}
+    sizes = {"n": s.n, "C": s.C, "L": s.L}
     elems = sum(int(np.prod(resolve_shape(a, (s.B, s.T), **sizes))) for a in spec.inputs + spec.outputs)
     factor = 1 if mode == "forward" else 4
     states = s.tokens * s.n * s.n * 2 * SPEC.options["t_max"].default * 4 if op in ("sinkhorn", "mhc_coeffs",
                                                                                    "mhc_layer") else 0
+    if op == "mhc_stack":  # per layer: the Sinkhorn states and the saved state x_l
+        states = s.L * s.tokens * (s.n * s.n * 2 * SPEC.options["t_max"].default + 4 * s.n * s.C) * 4
     return elems * ITEMSIZE["float32"] * factor + states
 
 

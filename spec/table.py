@@ -98,6 +98,7 @@ class Shape:
     dtypes: tuple[str, ...]
     device: str
     doc: str = ""
+    L: int = 1  # depth of the mhc_stack benchmarks; a shape entry without `L` means one layer
 
     @property
     def tokens(self) -> int:
@@ -220,7 +221,7 @@ def load(path: str | None = None) -> SpecTable:
     }
     shapes = {
         name: Shape(name=name, B=s["B"], T=s["T"], n=s["n"], C=s["C"], dtypes=tuple(s["dtypes"]),
-                    device=s["device"], doc=s.get("doc", ""))
+                    device=s["device"], doc=s.get("doc", ""), L=s.get("L", 1))
         for name, s in raw.get("shapes", {}).items()
     }
     table = SpecTable(
