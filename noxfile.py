@@ -1,7 +1,8 @@
 """Sessions: `nox -s tests` (the test suite), `nox -s conformance` (every installed backend against the reference,
 prints the backend x op x dtype matrix), `nox -s lint` (ruff), `nox -s bench` (asv + HTML dashboard).
 
-CPU installs pin torch==2.13.0 (through the project's extras): a looser pin pulls the CUDA build.
+Installs use CI's pinned versions, `.ci/constraints.txt` (torch 2.13.0 CPU build, ...); the project's extras only
+declare ranges. pip's own output is shown (the first install downloads torch and triton, a few hundred MB).
 Triton kernels run on CPU in interpreter mode (TRITON_INTERPRET=1), set here for every session.
 """
 
@@ -14,31 +15,38 @@ import nox
 nox.options.sessions = ["lint", "tests", "conformance"]
 nox.options.reuse_existing_virtualenvs = True
 
+CONSTRAINTS = ".ci/constraints.txt"
 CPU_ENV = {"TRITON_INTERPRET": "1", "MHC_HYPOTHESIS_PROFILE": os.environ.get("MHC_HYPOTHESIS_PROFILE", "ci")}
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """pip install under CI's constraints, with pip's progress lines (nox hides them unless --verbose)."""
+    session.log(f"installing {' '.join(args)} (pinned by {CONSTRAINTS}; the first run downloads several hundred MB)")
+    session.install("-c", CONSTRAINTS, *args, silent=False)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff>=0.5")
+    install(session, "ruff>=0.5")
     session.run("ruff", "check", ".")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own tests: reference (float64), conformance meta-tests (mutants), torch/triton, benchmark smoke."""
-    session.install("-e", ".[test,torch,bench]")
+    install(session, "-e", ".[test,torch,bench]")
     session.run("pytest", "tests", "-q", *session.posargs, env=CPU_ENV)
 
 
 @nox.session
 def conformance(session: nox.Session) -> None:
     """Run the conformance suite for every installed backend (or those named after --) and print the matrix."""
-    session.install("-e", ".[test,torch]")
+    install(session, "-e", ".[conformance,torch,jax]")  # every backend's extra: the matrix runs all installed
     session.run("python", "-m", "mhc_conformance.matrix", *session.posargs, env=CPU_ENV)
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """asv benchmarks of the current checkout, then the HTML dashboard (`-- --quick` for the CPU quick profile)."""
-    session.install("-e", ".[test,torch,bench]")
+    install(session, "-e", ".[test,torch,bench]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=CPU_ENV)
