@@ -42,7 +42,9 @@ def tests(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """Run the conformance suite for every installed backend (or those named after --) and print the matrix."""
     install(session, "-e", ".[conformance,torch,jax]")  # every backend's extra: the matrix runs all installed
-    session.run("python", "-m", "mhc_conformance.matrix", *session.posargs, env=CPU_ENV)
+    # torch-pipeline: every example is a pipeline step over worker processes; the reduced profile keeps it ~2 min
+    session.run("python", "-m", "mhc_conformance.matrix", "--profile-for", "torch-pipeline=ci-slow", *session.posargs,
+                env=CPU_ENV)
 
 
 @nox.session
