@@ -3,7 +3,9 @@
 A `Case` holds the inputs of one call *in the backend dtype* (NumPy arrays; bfloat16 as ml_dtypes.bfloat16); the
 float64 reference sees exactly those values upcast. `forward` and `gradient` compare every output (every gradient)
 with `tolerance.compare`, record the verdicts in the run's report, and fail with a message that ends in a
-copy-pasteable NumPy repro snippet.
+copy-pasteable NumPy repro snippet. Every call also checks the spec's functional-call rule (§11): the inputs
+(and cotangents) hold the same bits afterwards and no output or gradient shares memory with an input; and the
+cotangents of a gradient check are never constant along an axis (§8).
 """
 
 from __future__ import annotations
@@ -81,12 +83,50 @@ def outputs_list(op: str, out) -> list:
     return [out]
 
 
+def _snapshot(be, natives) -> list[np.ndarray | None]:
+    """Copies of the values of native arrays (to compare with after a call)."""
+    return [None if a is None else np.array(be.to_numpy(a), copy=True) for a in natives]
+
+
+def _views(be, natives) -> list[np.ndarray | None]:
+    return [None if a is None else np.asarray(be.to_numpy(a)) for a in natives]
+
+
+def assert_unmodified(be, what: str, names, natives, before, case: Case) -> None:
+    """Every input (and cotangent) after the call holds the same bits as before: calls never write to inputs."""
+    for name, a, old in zip(names, natives, before):
+        if a is None:
+            continue
+        new = np.asarray(be.to_numpy(a))
+        if new.shape != old.shape or new.dtype != old.dtype or new.tobytes() != old.tobytes():
+            changed = np.argwhere(np.asarray(new, np.float64) != np.asarray(old, np.float64)) if (
+                new.shape == old.shape) else []
+            where = f"; first change at {tuple(int(i) for i in changed[0])}" if len(changed) else ""
+            raise AssertionError(f"{case.op}: {what} modified its input {name} in place{where} (spec: calls never "
+                                 f"write to their inputs) [{case.dtype} {case.params()}]")
+
+
+def assert_no_alias(be, what: str, out_names, outs, in_names, natives, case: Case) -> None:
+    """No output shares memory with an input (checked where `to_numpy` exposes the backend's own memory)."""
+    ins = _views(be, natives)
+    for oname, y in zip(out_names, outs):
+        for iname, x in zip(in_names, ins):
+            if x is not None and x.size and np.size(y) and np.shares_memory(np.asarray(y), x):
+                raise AssertionError(f"{case.op}: {what} {oname} shares memory with the input {iname} (spec: outputs "
+                                     f"are new arrays) [{case.dtype} {case.params()}]")
+
+
 def call_backend(ctx, case: Case) -> list[np.ndarray]:
-    """Run the op on the backend; check the number, shapes and dtypes of its outputs; return them as NumPy arrays."""
+    """Run the op on the backend; check the number, shapes and dtypes of its outputs, that the call left its inputs
+    unchanged and that no output aliases an input; return the outputs as NumPy arrays."""
     be = ctx.backend
     native = [None if a is None else be.from_numpy(a, case.dtype) for a in case.inputs]
+    before = _snapshot(be, native)
     with np.errstate(all="ignore"):  # NumPy-based backends: overflow shows up as a non-finite result instead
         outs = [be.to_numpy(o) for o in outputs_list(case.op, getattr(be, case.op)(*native, **case.options))]
+    names = [o.name for o in SPEC.op(case.op).outputs]
+    assert_unmodified(be, "the call", case.names, native, before, case)
+    assert_no_alias(be, "output", names, outs, case.names, native, case)
     for spec, y in zip(SPEC.op(case.op).outputs, outs):
         want = resolve_shape(spec, case.lead, **case.sizes)
         assert tuple(y.shape) == want, (f"{case.op}: output {spec.name} has shape {tuple(y.shape)}, expected {want} "
@@ -95,6 +135,40 @@ def call_backend(ctx, case: Case) -> list[np.ndarray]:
             assert y.dtype == DTYPES[case.dtype], (f"{case.op}: output {spec.name} has dtype {y.dtype}, expected the "
                                                    f"input dtype {case.dtype}")
     return outs
+
+
+def call_vjp(ctx, case: Case, cotangents: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    """backend.vjp on the case (cotangents in the case dtype, None = zero): the gradients as NumPy arrays, after
+    checking that the call left inputs and cotangents unchanged and that no gradient aliases an input."""
+    be, op = ctx.backend, case.op
+    assert_cotangents_vary(case, cotangents)
+    native = [None if a is None else be.from_numpy(a, case.dtype) for a in case.inputs]
+    cots = [None if c is None else be.from_numpy(c, case.dtype) for c in cotangents]
+    before, cots_before = _snapshot(be, native), _snapshot(be, cots)
+    with np.errstate(all="ignore"):
+        got = be.vjp(op, native, cots, **case.options)
+    want = {k for k, a in zip(case.names, case.inputs) if a is not None and k in SPEC.op(op).diff_inputs}
+    assert isinstance(got, dict) and set(got) == want, (
+        f"{op}: vjp must return gradients for {sorted(want)}, got {sorted(got) if isinstance(got, dict) else got!r}")
+    assert_unmodified(be, "vjp", case.names, native, before, case)
+    out_names = [f"g_{o.name}" for o in SPEC.op(op).outputs]
+    assert_unmodified(be, "vjp", out_names, cots, cots_before, case)
+    grads = {k: be.to_numpy(v) for k, v in got.items()}
+    assert_no_alias(be, "gradient", [f"d/d {k}" for k in grads], list(grads.values()), case.names, native, case)
+    return grads
+
+
+def assert_cotangents_vary(case: Case, cotangents) -> None:
+    """The suite's cotangents are never constant along an axis: a constant (sum-loss) cotangent hides wrong
+    gradients, e.g. every Sinkhorn gradient is ~0 for one because the row sums of H_res are always 1 (spec §8)."""
+    for spec, c in zip(SPEC.op(case.op).outputs, cotangents):
+        if c is None or np.size(c) == 0:
+            continue
+        c = np.asarray(c, np.float64)
+        for axis in range(c.ndim):
+            if c.shape[axis] > 1 and np.all(np.ptp(c, axis=axis) == 0):
+                raise AssertionError(f"{case.op}: the cotangent of {spec.name} is constant along axis {axis}: the "
+                                     f"suite's cotangents must vary (spec §8) [{case.dtype} {case.params()}]")
 
 
 def call_reference(case: Case, compute_dtype: str = "float64") -> list[np.ndarray]:
@@ -163,36 +237,36 @@ def forward(ctx, case: Case) -> list[np.ndarray]:
 
 def gradient(ctx, case: Case, cotangents: list[np.ndarray | None]) -> dict[str, np.ndarray]:
     """Check backend.vjp against the reference VJP for cotangents (in the case dtype; None = zero)."""
-    be, op = ctx.backend, case.op
-    native = [None if a is None else be.from_numpy(a, case.dtype) for a in case.inputs]
-    cots = [None if c is None else be.from_numpy(c, case.dtype) for c in cotangents]
-    with np.errstate(all="ignore"):
-        got = be.vjp(op, native, cots, **case.options)
-    want = {k for k, a in zip(case.names, case.inputs) if a is not None and k in SPEC.op(op).diff_inputs}
-    assert isinstance(got, dict) and set(got) == want, (
-        f"{op}: vjp must return gradients for {sorted(want)}, got {sorted(got) if isinstance(got, dict) else got!r}")
+    op = case.op
+    got = call_vjp(ctx, case, cotangents)
     g64 = reference_vjp(case, cotangents)
     gnaive = reference_vjp(case, cotangents, case.dtype)
     gmoved = reference_vjp(perturbed(case), perturb(cotangents, case.dtype))
     verdicts = []
-    for name in sorted(want):
-        g = be.to_numpy(got[name])
+    for name in sorted(got):
+        g = got[name]
         x = case.input(name)
         assert g.shape == x.shape, f"{op}: gradient of {name} has shape {g.shape}, expected {x.shape}"
         assert g.dtype == x.dtype, f"{op}: gradient of {name} has dtype {g.dtype}, expected {x.dtype}"
         verdicts.append(compare(op, name, "gradient", case.dtype, g, g64[name], gnaive[name], gmoved[name],
                                 case.params()))
     _judge(ctx, verdicts, lambda: repro(ctx, case, cotangents))
-    return {k: be.to_numpy(v) for k, v in got.items()}
+    return got
 
 
 def random_cotangents(case: Case, seed: int, drop: tuple[int, ...] = ()) -> list[np.ndarray | None]:
-    """Standard-normal cotangents (in the case dtype) for the op's outputs; outputs listed in `drop` get None."""
+    """Standard-normal cotangents (in the case dtype) for the op's outputs; outputs listed in `drop` get None.
+    Never constant along an axis (redrawn in the rare case that rounding to a 16-bit dtype makes them so)."""
     rng = np.random.default_rng(seed)
     out = []
     for i, spec in enumerate(SPEC.op(case.op).outputs):
         shape = resolve_shape(spec, case.lead, **case.sizes)
-        out.append(None if i in drop else rng.standard_normal(shape).astype(DTYPES[case.dtype]))
+        g = None
+        while i not in drop:
+            g = rng.standard_normal(shape).astype(DTYPES[case.dtype])
+            if not any(g.shape[a] > 1 and np.all(np.ptp(g.astype(np.float64), axis=a) == 0) for a in range(g.ndim)):
+                break
+        out.append(g)
     return out
 
 

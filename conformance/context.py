@@ -59,6 +59,9 @@ class Context:
     def __repr__(self) -> str:  # short: Hypothesis prints the test's arguments on failure
         return f"Context(backend={self.backend!r}, dtypes={list(self.dtypes)})"
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis' pretty printer would list every record
+        printer.text(repr(self))
+
     def require(self, op: str, dtype: str | None = None, grad: bool = False) -> None:
         """Skip unless the backend claims `op` (in `dtype`, with gradients)."""
         caps = self.backend.capabilities

@@ -2,7 +2,9 @@
 
 - `values_test`: every output against the float64 reference, within the tolerance rule (forward row), for random
   sizes from the table's [conformance] set, free leading dims, presets and options;
-- `gradients_test`: `backend.vjp` against the reference VJP (gradient row), with some cotangents None (= zero);
+- `gradients_test`: `backend.vjp` against the reference VJP (gradient row), with random (never constant) cotangents,
+  some of them None (= zero);
+- `large_test`: one example per dtype at the table's [conformance.large] sizes (values and gradients);
 - `invariants_test`: one test per invariant the op's row names, run by `invariants.CHECKS[name]`;
 - `bad_calls_test` / `nonfinite_test`: the calls of `badcalls` must raise ValueError or TypeError.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mhc_spec.table import load
@@ -22,7 +24,7 @@ from mhc_spec.table import load
 from . import badcalls, check
 from .check import Case
 from .invariants import CHECKS
-from .strategies import draw, draw_seed
+from .strategies import draw, draw_large, draw_seed
 from .tolerance import DTYPES
 
 SPEC = load()
@@ -56,6 +58,23 @@ def gradients_test(op: str):
         drop = data.draw(st.sets(st.integers(0, n_out - 1), max_size=n_out - 1), label="cotangents_none")
         check.gradient(mhc, case, check.random_cotangents(case, draw_seed(data), tuple(sorted(drop))))
     return _named(test, "test_gradients", f"{op}: backend.vjp vs the reference VJP within the gradient tolerance.")
+
+
+def large_test(op: str):
+    """One example per dtype at the table's large sizes (>= 20 tokens, 3 leading dims, n*C > 1024): every output,
+    and every gradient with a random cotangent for every output. A single Hypothesis example: it is the costliest
+    call of the suite, and tile boundaries need one call, not many."""
+    grad = SPEC.op(op).differentiable
+
+    @settings(max_examples=1)
+    @given(data=st.data())
+    def test(mhc, dtype, data):
+        mhc.require(op, dtype)
+        case = Case.from_draw(op, dtype, draw_large(data, op, mhc.backend, dtype))
+        check.forward(mhc, case)
+        if grad and mhc.backend.claims(op, dtype, grad=True):
+            check.gradient(mhc, case, check.random_cotangents(case, draw_seed(data)))
+    return _named(test, "test_large", f"{op}: values{' and gradients' if grad else ''} at the table's large sizes.")
 
 
 def invariants_test(op: str):

@@ -5,13 +5,17 @@ replaces one op or one VJP with a plausible wrong version, most of them seen in 
 peers notes): a Sinkhorn iteration short, the wrong normalisation order, a transposed H_res, eps in the wrong place,
 H_post at 1 sigma, an RMS over C instead of n*C, a dropped gradient term, the implicit (fixed-point) Sinkhorn
 gradient, streams collapsed in every layer, NaN on large logits, a per-row max shift, H_pre applied to H_res x, ...
+and bugs that only the newer checks reach: an option handled right only at the presets' values, a tile or token
+block boundary past the default search sizes, an input written in place, an output aliasing an input, a gradient
+right only for constant cotangents, a backend of another spec version.
 `Faithful` changes nothing: it must pass, which shows the kills come from the planted bugs.
 
     python -m mhc_conformance.mutants [--json PATH] [--jobs 2] [NAME ...]
 
 runs the suite against each mutant (in a subprocess, derandomized, stopping at the first failure, restricted to the
-test modules of the ops the mutant touches) and prints the kill rate. A mutant counts as killed when at least one
-test fails (an error in setup, such as an import error, does not count).
+test modules of the ops the mutant touches) and against the unmodified control, and prints the kill rate and the
+control's result. A mutant counts as killed when at least one test fails (an error in setup, such as an import error,
+does not count), or, for a mutant with `expect_usage_error`, when the plugin refuses it at startup.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Mutant(NumpyBackend):
 
     name = "mutant"
     ops: tuple[str, ...] = ()  # the ops the bug touches: their test modules are run against the mutant
+    expect_usage_error: str | None = None  # killed by a usage error (exit status 4) containing this text instead
 
     def call(self, op, inputs, **options):
         hook = getattr(self, "mutate_" + op, None)
@@ -319,6 +324,123 @@ class HalfPrecisionInside(Mutant):
         return mhc_ref.sinkhorn(logits, t_max, eps, compute_dtype=inner).astype(dt)
 
 
+# -- bugs that only the newer checks reach: options off the presets, large sizes, in-place writes and aliasing,
+# non-constant cotangents, the spec version --------------------------------------------------------------------
+class PostScaleOnlyTwo(Mutant):
+    """post_scale ignored: H_post = 2 sigma(.) whatever the option says (right for both presets, which set 2)."""
+
+    name = "post-scale-only-two"
+    ops = ("mhc_coeffs",)
+
+    def mutate_mhc_coeffs(self, x, phi, alpha, b, **options):
+        return mhc_ref.mhc_coeffs(x, phi, alpha, b, compute_dtype=_dt(x), **{**options, "post_scale": 2.0})
+
+
+class RmsEpsClamped(Mutant):
+    """rms_eps clamped to <= 1e-6 (a kernel constant sized for the presets' values)."""
+
+    name = "rms-eps-clamped"
+    ops = ("mhc_coeffs",)
+
+    def mutate_mhc_coeffs(self, x, phi, alpha, b, **options):
+        return mhc_ref.mhc_coeffs(x, phi, alpha, b, compute_dtype=_dt(x),
+                                  **{**options, "rms_eps": min(options["rms_eps"], 1e-6)})
+
+
+class LayoutFollowsEps(Mutant):
+    """res_layout inferred from the preset's look (col_major iff sinkhorn_eps > 0) instead of read from the option."""
+
+    name = "layout-follows-eps"
+    ops = ("mhc_coeffs",)
+
+    def mutate_mhc_coeffs(self, x, phi, alpha, b, **options):
+        layout = "col_major" if options["sinkhorn_eps"] > 0 else "row_major"
+        return mhc_ref.mhc_coeffs(x, phi, alpha, b, compute_dtype=_dt(x), **{**options, "res_layout": layout})
+
+
+class TileTruncated(Mutant):
+    """The projection x_bar @ phi stops after 1024 rows of phi (one K tile short once n*C > 1024)."""
+
+    name = "tile-truncated"
+    ops = ("mhc_coeffs",)
+
+    def mutate_mhc_coeffs(self, x, phi, alpha, b, **options):
+        cut = phi.copy()
+        cut[1024:] = 0
+        return mhc_ref.mhc_coeffs(x, cut, alpha, b, compute_dtype=_dt(x), **options)
+
+
+class TokenTail(Mutant):
+    """mhc_pre leaves the tokens after the 16th at zero (a grid of one 16-token block, the partial tail skipped)."""
+
+    name = "token-tail"
+    ops = ("mhc_pre",)
+
+    def mutate_mhc_pre(self, x, h_pre):
+        y = mhc_ref.mhc_pre(x, h_pre, compute_dtype=_dt(x))
+        flat = y.reshape(-1, y.shape[-1])
+        flat[16:] = 0
+        return flat.reshape(y.shape)
+
+
+class InPlaceInput(Mutant):
+    """mhc_post_res accumulates H_post^T f into x in place (the returned y is right, the caller's x is not)."""
+
+    name = "in-place-input"
+    ops = ("mhc_post_res",)
+
+    def mutate_mhc_post_res(self, x, f_out, h_post, h_res):
+        y = mhc_ref.mhc_post_res(x, f_out, h_post, h_res, compute_dtype=_dt(x))
+        x += (h_post[..., :, None] * f_out[..., None, :]).astype(x.dtype)
+        return y
+
+
+class VjpOverwritesCotangent(Mutant):
+    """mhc_pre's VJP reuses the cotangent buffer as scratch (zeroes g_y after use)."""
+
+    name = "vjp-overwrites-cotangent"
+    ops = ("mhc_pre",)
+
+    def vjp_mhc_pre(self, x, h_pre, g_y):
+        grads = mhc_ref.mhc_pre_vjp(x, h_pre, g_y, compute_dtype=_dt(x))
+        g_y[...] = 0
+        return grads
+
+
+class OutputAliasesInput(Mutant):
+    """expand_streams returns a read-only broadcast view of h (no copy: the output aliases the input)."""
+
+    name = "output-aliases-input"
+    ops = ("expand_streams",)
+
+    def mutate_expand_streams(self, h, n):
+        return np.broadcast_to(h[..., None, :], h.shape[:-1] + (n, h.shape[-1]))
+
+
+class CotangentMeanGrad(Mutant):
+    """Sinkhorn's VJP of the mean cotangent: exact for a constant (sum-loss) cotangent, wrong for any other."""
+
+    name = "cotangent-mean-grad"
+    ops = ("sinkhorn",)
+
+    def vjp_sinkhorn(self, logits, g_h_res, t_max, eps):
+        mean = np.full(g_h_res.shape, np.mean(g_h_res.astype(np.float64)), _dt(logits))
+        return mhc_ref.sinkhorn_vjp(logits, mean, t_max, eps, compute_dtype=_dt(logits))
+
+
+def _next_minor(version: str) -> str:
+    major, minor = version.split(".")[:2]
+    return f"{major}.{int(minor) + 1}.0"
+
+
+class WrongSpecVersion(Mutant):
+    """Implements the next minor spec version (an incompatible contract): the plugin must refuse it at startup."""
+
+    name = "wrong-spec-version"
+    spec_version = _next_minor(mhc_ref.SPEC_VERSION)
+    expect_usage_error = "spec_version"
+
+
 MUTANTS: dict[str, type[Mutant]] = {cls.__name__: cls for cls in Mutant.__subclasses__() if cls is not Faithful}
 
 
@@ -327,12 +449,20 @@ def _failed_tests(report: dict) -> list[dict]:
     return [t for t in report.get("tests", []) if t.get("outcome") == "failed"]
 
 
+def _defaults(kwargs: dict) -> dict:
+    return {"extra": ["-x", "--mhc-no-shrink"], "profile": "ci", **kwargs}
+
+
 def kill(name: str, **kwargs) -> dict:
     """Run the suite against one mutant: {mutant, killed, by (first failing test), message, seconds}."""
     cls = MUTANTS[name]
-    kwargs.setdefault("extra", ["-x", "--mhc-no-shrink"])
-    kwargs.setdefault("profile", "ci")
-    report = run_suite(f"{MODULE}:{name}", k=" or ".join(cls.ops) or None, timeout=300.0, **kwargs)
+    report = run_suite(f"{MODULE}:{name}", k=" or ".join(cls.ops) or None, timeout=300.0, **_defaults(kwargs))
+    if cls.expect_usage_error:  # refused before any test runs: exit status 4 and the reason in the error
+        refused = report["rc"] == 4 and cls.expect_usage_error in report.get("tail", "")
+        tail = report.get("tail", "").strip().splitlines()
+        return {"mutant": name, "bug": (cls.__doc__ or "").strip(), "killed": refused,
+                "by": "usage error at startup" if refused else None, "message": (tail[-1] if tail else "")[:500],
+                "seconds": report["seconds"]}
     failed = _failed_tests(report)
     return {"mutant": name, "bug": (cls.__doc__ or "").strip(), "killed": bool(failed) and report["rc"] == 1,
             "by": failed[0]["nodeid"] if failed else None,
@@ -340,13 +470,49 @@ def kill(name: str, **kwargs) -> dict:
             "seconds": report["seconds"]}
 
 
-def kill_all(names: list[str] | None = None, jobs: int = 2, **kwargs) -> dict:
-    """Run every mutant (in parallel subprocesses); returns {"kill_rate", "killed", "total", "mutants": [...]}."""
-    names = names or list(MUTANTS)
+def control(ops: list[str] | None = None, **kwargs) -> dict:
+    """The unmodified control (`Faithful`, the reference) under the mutants' settings, over the tests of `ops` (None:
+    the whole suite). It must pass, or the kills prove nothing: {passed, counts, seconds, report}."""
+    report = run_suite(f"{MODULE}:Faithful", k=" or ".join(ops) if ops else None, timeout=900.0, **_defaults(kwargs))
+    counts: dict[str, int] = {}
+    for t in report.get("tests", []):
+        counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+    passed = report["rc"] == 0 and counts.get("passed", 0) > 0 and set(counts) <= {"passed", "skipped"}
+    return {"backend": "faithful", "passed": passed, "counts": counts, "seconds": report["seconds"],
+            "report": report}
+
+
+def kill_all(names: list[str] | None = None, jobs: int = 2, with_control: bool = True, **kwargs) -> dict:
+    """Run every mutant (in parallel subprocesses) and, first, the unmodified control over the same tests (the whole
+    suite when every mutant runs); returns {"kill_rate", "killed", "total", "mutants": [...], "control": {...}}."""
+    chosen = names or list(MUTANTS)
+    ops = None if not names else sorted({op for n in names for op in MUTANTS[n].ops})
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(lambda n: kill(n, **kwargs), names))
+        ctrl = pool.submit(control, ops, **kwargs) if with_control else None
+        results = list(pool.map(lambda n: kill(n, **kwargs), chosen))
+        ctrl = ctrl.result() if ctrl is not None else None
     killed = sum(r["killed"] for r in results)
-    return {"kill_rate": killed / len(results), "killed": killed, "total": len(results), "mutants": results}
+    return {"kill_rate": killed / len(results), "killed": killed, "total": len(results), "mutants": results,
+            "control": ctrl}
+
+
+def summary(result: dict) -> str:
+    """One line: the kill rate, and whether the control passed."""
+    line = f"conformance mutant kill rate: {result['killed']}/{result['total']} = {result['kill_rate']:.0%}"
+    ctrl = result.get("control")
+    if ctrl is not None:
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(ctrl["counts"].items())) or "nothing run"
+        line += (f"; control (unmodified reference backend): {'passed' if ctrl['passed'] else 'FAILED'} "
+                 f"({counts}, {ctrl['seconds']:.0f} s)")
+    return line
+
+
+def as_json(result: dict) -> str:
+    """The results without the control's full report."""
+    out = dict(result)
+    if out.get("control"):
+        out["control"] = {k: v for k, v in out["control"].items() if k != "report"}
+    return json.dumps(out, indent=1, default=str)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,17 +521,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the results (with the kill rate) to this JSON file")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--profile", default="ci", choices=("ci", "ci-slow", "thorough"))
+    parser.add_argument("--no-control", action="store_true", help="skip the run of the unmodified control")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in MUTANTS]
     if unknown:
         parser.error(f"unknown mutants {unknown}; known: {sorted(MUTANTS)}")
-    result = kill_all(args.names or None, jobs=args.jobs, profile=args.profile)
+    result = kill_all(args.names or None, jobs=args.jobs, with_control=not args.no_control, profile=args.profile)
     for r in result["mutants"]:
         print(f"{'killed ' if r['killed'] else 'SURVIVED'} {r['mutant']:28s} {r['seconds']:6.1f}s  {r['by'] or '-'}")
-    print(f"kill rate: {result['killed']}/{result['total']} = {result['kill_rate']:.0%}")
+    print(summary(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
-    return 0 if result["killed"] == result["total"] else 1
+        Path(args.json).write_text(as_json(result))
+    ok = result["killed"] == result["total"] and (result["control"] is None or result["control"]["passed"])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ Every draw is labelled (`data.draw(..., label=...)`), so a failing example print
 the options, the scales and the seed of the arrays. Arrays come from a drawn seed through NumPy's generator, not
 element by element: the numbers that matter (sizes, scales, options) shrink, the bulk stays cheap.
 
+Options are not only the presets' values: each float option is drawn at its preset value, at the ends of its range or
+inside it, and each choice option (res_layout, mode) over its choices, independently of the preset
+([conformance.option_draws]). Sizes come from [conformance] (per op narrowed by [conformance.ops.<op>]);
+`draw_large` gives the one large example per op and dtype ([conformance.large]).
+
 Profiles (pick one with MHC_HYPOTHESIS_PROFILE or --mhc-profile; --max-examples / --derandomize override):
 - `ci`: few examples per test so that the CPU suite of the numpy backend stays well under two minutes;
 - `ci-slow`: fewer still and no shrinking, for backends that are slow to call (Triton in interpreter mode) and for
@@ -14,6 +19,7 @@ No profile has a deadline: a kernel's first call compiles.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +36,6 @@ C_VALUES: tuple[int, ...] = tuple(CONF["C"])
 T_MAX_VALUES: tuple[int, ...] = tuple(CONF["t_max"])
 LOGIT_SCALES: tuple[float, ...] = tuple(float(s) for s in CONF["logit_scales"])
 L_VALUES = (1, 2, 3, 6)  # depth of an amax_gain input: one layer, a few, and enough for composites to drift
-OPTION_ALIASES = {"eps": "sinkhorn_eps"}  # the sinkhorn op's `eps` is a preset's `sinkhorn_eps`
 
 PROFILES: dict[str, dict[str, Any]] = {
     "ci": dict(max_examples=25),
@@ -79,16 +84,23 @@ def letters(op: str) -> set[str]:
     return found
 
 
-def draw_sizes(data, op: str, n: int | None = None, C: int | None = None, n_values: tuple[int, ...] = N_VALUES,
-               c_values: tuple[int, ...] = C_VALUES) -> dict[str, int]:
+def size_values(op: str, letter: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The values of one size letter for `op`: the table's per-op narrowing ([conformance.ops.<op>]) if any."""
+    return tuple(CONF.get("ops", {}).get(op, {}).get(letter, default))
+
+
+def draw_sizes(data, op: str, n: int | None = None, C: int | None = None, n_values: tuple[int, ...] | None = None,
+               c_values: tuple[int, ...] | None = None, L: int | None = None) -> dict[str, int]:
     need = letters(op)
     sizes: dict[str, int] = {}
     if "n" in need or "n" in SPEC.op(op).options:
-        sizes["n"] = n if n is not None else data.draw(st.sampled_from(n_values), label="n")
+        values = n_values if n_values is not None else size_values(op, "n", N_VALUES)
+        sizes["n"] = n if n is not None else data.draw(st.sampled_from(values), label="n")
     if "C" in need:
-        sizes["C"] = C if C is not None else data.draw(st.sampled_from(c_values), label="C")
+        values = c_values if c_values is not None else size_values(op, "C", C_VALUES)
+        sizes["C"] = C if C is not None else data.draw(st.sampled_from(values), label="C")
     if "L" in need:
-        sizes["L"] = data.draw(st.sampled_from(L_VALUES), label="L")
+        sizes["L"] = L if L is not None else data.draw(st.sampled_from(size_values(op, "L", L_VALUES)), label="L")
     return sizes
 
 
@@ -103,8 +115,41 @@ def draw_preset(data, backend) -> str:
     return data.draw(st.sampled_from(sorted(backend.capabilities.presets)), label="preset")
 
 
+def draw_range(name: str) -> dict[str, float]:
+    """[conformance.option_draws] entry of a float option (or of the preset key it reads), with its bounds."""
+    spec = SPEC.options[name]
+    draws = CONF["option_draws"]
+    entry = draws.get(name, draws.get(spec.preset_key or name)) or {}
+    bounds = [float(v) for v in (spec.max, entry.get("draw_max")) if v is not None]
+    top = min(bounds) if bounds else math.inf
+    if not math.isfinite(top):
+        raise KeyError(f"float option {name!r} has no finite `max` and no draw_max in [conformance.option_draws]: "
+                       f"the suite cannot draw it off the presets")
+    lo = float(spec.min) if spec.min is not None else -float(top)
+    return {"min": lo, "max": top, "log_from": float(entry.get("log_from", 0.0))}
+
+
+def option_values(name: str, preset_value: Any = None) -> st.SearchStrategy:
+    """Values of one option: the preset's value first (Hypothesis shrinks towards it), else its whole range."""
+    spec = SPEC.options[name]
+    if spec.choices is not None:
+        off = st.sampled_from(spec.choices)
+    elif spec.type == "float":
+        r = draw_range(name)
+        if r["log_from"] > 0:
+            lo, hi = math.log10(r["log_from"]), math.log10(r["max"])
+            inside = st.floats(lo, hi).map(lambda e: min(10.0 ** e, r["max"]))
+        else:
+            inside = st.floats(r["min"], r["max"], allow_subnormal=False)
+        off = st.one_of(st.sampled_from((r["min"], r["max"])), inside)
+    else:
+        raise ValueError(f"option {name!r} of type {spec.type} has no off-preset strategy")
+    return off if preset_value is None else st.one_of(st.just(preset_value), off)
+
+
 def draw_options(data, op: str, preset: str, **fixed: Any) -> dict[str, Any]:
-    """The op's options: the preset's values, t_max from the table's set, choices drawn, n from the sizes."""
+    """The op's options: each at the preset's value or drawn over its range (option_values); t_max from the table's
+    set; n from the sizes; `fixed` pins any of them."""
     preset_values = SPEC.preset(preset)
     values: dict[str, Any] = {}
     for name in SPEC.op(op).options:
@@ -113,13 +158,15 @@ def draw_options(data, op: str, preset: str, **fixed: Any) -> dict[str, Any]:
             values[name] = fixed[name]
         elif name == "t_max":
             values[name] = data.draw(st.sampled_from(T_MAX_VALUES), label="t_max")
-        elif OPTION_ALIASES.get(name) in preset_values:
-            values[name] = preset_values[OPTION_ALIASES[name]]
-        elif name in preset_values:
-            values[name] = preset_values[name]
-        elif spec.choices is not None:
-            values[name] = data.draw(st.sampled_from(spec.choices), label=name)
+        elif spec.type == "float" or spec.choices is not None:
+            values[name] = data.draw(option_values(name, preset_values.get(spec.preset_key or name)), label=name)
     return SPEC.op_options(op, preset, **values)
+
+
+for _op in SPEC.ops.values():  # every float option an op takes needs a draw range: fail at import, not mid-run
+    for _name in _op.options:
+        if SPEC.options[_name].type == "float":
+            draw_range(_name)
 
 
 def draw_seed(data) -> int:
@@ -237,12 +284,14 @@ class Draw:
     arrays: dict[str, np.ndarray | None]
 
 
-def draw(data, op: str, backend, dtype: str, *, n: int | None = None, C: int | None = None,
-         lead: tuple[int, ...] | None = None, preset: str | None = None, n_values: tuple[int, ...] = N_VALUES,
+def draw(data, op: str, backend, dtype: str, *, n: int | None = None, C: int | None = None, L: int | None = None,
+         lead: tuple[int, ...] | None = None, preset: str | None = None, n_values: tuple[int, ...] | None = None,
          **fixed_options: Any) -> Draw:
-    """One labelled example of `op` in `dtype`; n, C, lead, preset and options may be pinned by the caller."""
-    c_values = C_VALUES if dtype not in LOW_PRECISION else tuple(c for c in C_VALUES if c > 1)
-    sizes = draw_sizes(data, op, n=n, C=C, n_values=n_values, c_values=c_values)
+    """One labelled example of `op` in `dtype`; n, C, L, lead, preset and options may be pinned by the caller."""
+    c_values = size_values(op, "C", C_VALUES)
+    if dtype in LOW_PRECISION:
+        c_values = tuple(c for c in c_values if c > 1) or c_values
+    sizes = draw_sizes(data, op, n=n, C=C, n_values=n_values, c_values=c_values, L=L)
     if "n" in SPEC.op(op).options:
         fixed_options.setdefault("n", sizes["n"])
     lead = draw_lead(data) if lead is None else lead
@@ -250,3 +299,18 @@ def draw(data, op: str, backend, dtype: str, *, n: int | None = None, C: int | N
     options = draw_options(data, op, preset, **fixed_options)
     arrays = draw_arrays(data, op, sizes, lead, options, draw_seed(data), dtype)
     return Draw(sizes, lead, preset, options, arrays)
+
+
+def large_sizes(op: str) -> dict[str, int]:
+    """The table's [conformance.large] sizes of the letters `op` uses (n also when it is an option)."""
+    large = CONF["large"]
+    need = letters(op) | ({"n"} if "n" in SPEC.op(op).options else set())
+    missing = sorted(need - set(large))
+    if missing:
+        raise KeyError(f"[conformance.large] has no size for {missing} (used by {op!r})")
+    return {k: int(large[k]) for k in sorted(need)}
+
+
+def draw_large(data, op: str, backend, dtype: str) -> Draw:
+    """The large example of `op`: the table's [conformance.large] sizes and leading dims, other values drawn."""
+    return draw(data, op, backend, dtype, lead=tuple(int(d) for d in CONF["large"]["lead"]), **large_sizes(op))

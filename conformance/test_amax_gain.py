@@ -11,6 +11,7 @@ OP = "amax_gain"
 
 test_values = generic.values_test(OP)
 # no test_gradients: no input of amax_gain is differentiable (diff = false in the table)
+test_large = generic.large_test(OP)
 test_invariants = generic.invariants_test(OP)
 test_bad_calls = generic.bad_calls_test(OP)
 test_nonfinite_inputs = generic.nonfinite_test(OP)

@@ -11,6 +11,7 @@ OP = "mhc_post_res"
 
 test_values = generic.values_test(OP)
 test_gradients = generic.gradients_test(OP)
+test_large = generic.large_test(OP)
 test_invariants = generic.invariants_test(OP)
 test_bad_calls = generic.bad_calls_test(OP)
 test_nonfinite_inputs = generic.nonfinite_test(OP)

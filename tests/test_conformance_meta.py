@@ -1,9 +1,12 @@
 """Tests of the conformance suite itself (mhc_conformance): it passes the reference and fails planted bugs.
 
-- the suite, run against the reference (an unmodified subclass of the numpy backend), passes, with its header,
-  summary line and JSON report;
-- every planted-bug backend in `mhc_conformance.mutants` fails it (kill rate printed and written to JSON: to
-  $MHC_MUTANT_REPORT when set, else under the test's tmp_path);
+- the suite, run against the reference (an unmodified subclass of the numpy backend: the mutant run's control), passes,
+  with its header, summary line and JSON report;
+- every planted-bug backend in `mhc_conformance.mutants` fails it, each of the newer ones by the check it was planted
+  for (kill rate and control result in pytest's terminal summary, and written to JSON: to $MHC_MUTANT_REPORT when
+  set, else under the test's tmp_path);
+- the search space reaches every corner of the table: off-preset option values, the large sizes; cotangents are
+  never constant; bad command lines and backends of another spec version are usage errors at startup;
 - the pieces: every invariant of the table has a check, every op has its generated test module, known-failures
   files xfail what they list and flag stale entries, an unknown backend is a usage error, failure messages carry a
   repro snippet that runs, the matrix script prints a matrix, and discovering backends imports no framework.
@@ -23,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from mhc_conformance import check, invariants, mutants
+from mhc_conformance import check, invariants, mutants, plugin, strategies
 from mhc_conformance.check import Case
 from mhc_conformance.runner import run_suite
-from mhc_spec.table import load
+from mhc_spec.table import load, resolve_shape
 
 SPEC = load()
-FAITHFUL = "mhc_conformance.mutants:Faithful"
 
 
 def _outcomes(report: dict) -> dict[str, int]:
@@ -85,6 +89,24 @@ def test_plugin_is_inert_outside_the_suite(tmp_path):
     assert "mhc backend" not in proc.stdout and "mhc conformance" not in proc.stdout
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--max-examples", "0"], "--max-examples must be >= 1"),
+    (["--max-examples", "-3"], "--max-examples must be >= 1"),
+    (["--mhc-dtypes="], "no dtype given"),
+    (["--mhc-dtypes", "float32,float8"], "unknown dtypes ['float8']"),
+    (["--mhc-report", "{tmp}/a_file/report.json"], "is a file, not a directory"),
+    (["--mhc-report", "{tmp}"], "is a directory"),
+], ids=["max-examples-0", "max-examples-negative", "dtypes-empty", "dtypes-unknown", "report-unwritable",
+        "report-is-dir"])
+def test_bad_command_lines_are_usage_errors_at_startup(args, message, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "mhc_conformance", "-q", "-p",
+                           "no:cacheprovider", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error status, before any test ran
+    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_unknown_backend_is_a_usage_error_listing_installed(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "mhc_conformance", "--mhc-backend",
                            "no-such-backend", "-q", "-p", "no:cacheprovider"], capture_output=True, text=True,
@@ -94,8 +116,9 @@ def test_unknown_backend_is_a_usage_error_listing_installed(tmp_path):
 
 
 # -- the reference passes --------------------------------------------------------------------------------------
-def test_reference_passes_the_suite():
-    report = run_suite(FAITHFUL, profile="ci", timeout=600)
+def test_reference_passes_the_suite(kills):
+    """The mutant run's control: the unmodified reference under the mutants' settings, over the whole suite."""
+    report = kills["control"]["report"]
     counts = _outcomes(report)
     assert report["rc"] == 0 and counts.get("passed", 0) > 300, (counts, report["tail"])
     assert set(counts) == {"passed"}, counts  # the reference claims everything: nothing skipped or xfailed
@@ -119,16 +142,124 @@ def kills():
     return mutants.kill_all(jobs=2)
 
 
-def test_mutants_are_killed(kills, tmp_path, capsys):
+# the newer mutants and what must kill them: the test (its node id contains it) or the message of the failure
+PLANTED_FOR = {
+    "TileTruncated": "test_large", "TokenTail": "test_large",  # sizes past the default search space
+    "InPlaceInput": "modified its input", "VjpOverwritesCotangent": "modified its input",  # inputs unchanged
+    "OutputAliasesInput": "shares memory",  # no aliasing
+    "CotangentMeanGrad": "test_gradients",  # random, non-constant cotangents
+    "WrongSpecVersion": "spec_version",  # refused at startup
+}
+
+
+def test_mutants_are_killed(kills, tmp_path, request):
     path = Path(os.environ.get("MHC_MUTANT_REPORT") or tmp_path / "mutants.json")
-    path.write_text(json.dumps(kills, indent=1))
-    with capsys.disabled():
-        print(f"\nconformance mutant kill rate: {kills['killed']}/{kills['total']} = {kills['kill_rate']:.0%} "
-              f"({path})")
+    path.write_text(mutants.as_json(kills))
+    plugin.summary_line(request.config, f"{mutants.summary(kills)} ({path})")  # after the run, not amid the dots
     assert kills["total"] >= 10
+    assert kills["control"]["passed"], kills["control"]["counts"]
     survivors = [(m["mutant"], m["bug"], m["message"]) for m in kills["mutants"] if not m["killed"]]
     assert not survivors, f"mutants that pass the suite: {survivors}"
     assert json.loads(path.read_text())["kill_rate"] == 1.0
+    by_name = {m["mutant"]: m for m in kills["mutants"]}
+    for name, needle in PLANTED_FOR.items():
+        m = by_name[name]
+        assert needle in f"{m['by']} {m['message']}", (name, m["by"], m["message"])
+
+
+# -- the search space reaches the corners of the table -----------------------------------------------------------
+FLOAT_OPTIONS = sorted({o for op in SPEC.ops.values() for o in op.options if SPEC.options[o].type == "float"})
+
+
+@pytest.mark.parametrize("op", [op for op, spec in SPEC.ops.items() if spec.options])
+def test_options_are_drawn_off_the_presets(op):
+    """Every float option takes values no preset sets (and its range ends), every choice option every choice under
+    each preset, within the table's bounds."""
+    seen: dict[tuple[str, str], set] = {}
+
+    @settings(max_examples=150, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def collect(data):
+        preset = data.draw(st.sampled_from(sorted(SPEC.presets)))
+        for name, value in strategies.draw_options(data, op, preset).items():
+            seen.setdefault((name, preset), set()).add(value)
+    collect()
+    for (name, preset), values in seen.items():
+        spec = SPEC.options[name]
+        preset_values = {SPEC.preset(p).get(spec.preset_key or name) for p in SPEC.presets}
+        if spec.choices is not None:
+            assert values == set(spec.choices), (op, name, preset, values)
+        elif spec.type == "float":
+            off = values - preset_values
+            assert len(off) >= 3, (op, name, preset, values)
+            assert all(spec.min is None or v >= spec.min for v in values), (op, name, values)
+            bounds = strategies.draw_range(name)
+            assert {bounds["min"], bounds["max"]} <= values and max(values) == bounds["max"], (op, name, sorted(values))
+            assert bounds["max"] >= 4 * max(v for v in preset_values if v is not None), (name, bounds)
+
+
+@pytest.mark.parametrize("op", list(SPEC.ops))
+def test_large_sizes_reach_tiles_and_long_reductions(op):
+    sizes = strategies.large_sizes(op)
+    lead = tuple(SPEC.conformance["large"]["lead"])
+    assert len(lead) >= 3 and int(np.prod(lead)) >= 20, lead
+    if "C" in sizes:
+        assert sizes["n"] * sizes["C"] > 1024, sizes
+    for arg in SPEC.op(op).inputs:
+        resolve_shape(arg, lead, **sizes)  # every input shape resolves at these sizes
+
+
+def _case(op: str, dtype: str = "float64", lead=(2, 3)) -> Case:
+    rng = np.random.default_rng(1)
+    sizes = {"n": 3, "C": 4, "L": 2}
+    options = SPEC.op_options(op, "paper", **({"n": 3} if "n" in SPEC.op(op).options else {}))
+    inputs = tuple(rng.standard_normal(resolve_shape(a, lead, **sizes)) if a.required_when is None else None
+                   for a in SPEC.op(op).inputs)
+    return Case(op, dtype, sizes, lead, "paper", options, inputs).with_inputs()
+
+
+def test_a_constant_cotangent_is_refused():
+    """The suite's own guard: a constant cotangent, or one constant along the rows, fails the gradient check (a
+    Sinkhorn gradient is ~0 for either, so a zero backward would pass)."""
+    case = _case("sinkhorn")
+    ctx = _Ctx(mutants.Faithful(), Path("."))
+    check.gradient(ctx, case, check.random_cotangents(case, 0))  # random ones are fine
+    shape = case.input("logits").shape
+    rows = np.repeat(np.random.default_rng(0).standard_normal(shape[:-1])[..., None], shape[-1], axis=-1)
+    for g in (np.ones(shape), rows):
+        with pytest.raises(AssertionError, match="constant along axis"):
+            check.gradient(ctx, case, [g])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_random_cotangents_never_constant(dtype):
+    for op, spec in SPEC.ops.items():
+        if not spec.differentiable:
+            continue
+        case = _case(op, dtype, lead=(1,))
+        for seed in range(20):
+            check.assert_cotangents_vary(case, check.random_cotangents(case, seed))
+
+
+@pytest.mark.parametrize("version, refused", [("0.1.0", False), ("0.1.99", False), ("0.2.0", True), ("1.1.0", True),
+                                              ("x", True), (None, True)])
+def test_spec_version_must_match_in_major_and_minor(version, refused, monkeypatch):
+    monkeypatch.setattr("mhc_spec.table.load", lambda *a, **k: type("T", (), {"spec_version": "0.1.3"})())
+    backend = type("B", (), {"name": "b", "spec_version": version})()
+    if refused:
+        with pytest.raises(pytest.UsageError, match="major.minor"):
+            plugin.check_spec_version("b", backend)
+    else:
+        plugin.check_spec_version("b", backend)
+
+
+def test_calls_that_write_to_inputs_or_alias_them_fail():
+    ctx = _Ctx(mutants.InPlaceInput(), Path("."))
+    with pytest.raises(AssertionError, match="modified its input x in place"):
+        check.forward(ctx, _case("mhc_post_res"))
+    ctx = _Ctx(mutants.OutputAliasesInput(), Path("."))
+    with pytest.raises(AssertionError, match="output x shares memory with the input h"):
+        check.forward(ctx, _case("expand_streams"))
 
 
 # -- known failures --------------------------------------------------------------------------------------------
