@@ -128,10 +128,24 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return np.where(z >= 0, one / (one + e), e / (one + e))
 
 
-def rms(xbar: np.ndarray, eps: float) -> np.ndarray:
-    """sqrt(mean(x_bar^2) + eps) over the last axis, kept as a trailing singleton."""
+def rms_scaled(xbar: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, t, rho): sqrt(mean(x_bar^2) + eps) = t * rho over the last axis, y = x_bar / t, without overflow.
+
+    t is the power of two just above max(max|x_bar|, sqrt eps) per row, so y = x_bar / t is exact and in [-1, 1]
+    and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot overflow: x of 1e200 in float64 (1e20 in float32) gives
+    the right r, where x_bar^2 would be inf (issue 9 Sec. 3). Trailing singletons t, rho."""
     dt = xbar.dtype
-    return np.sqrt(np.mean(xbar * xbar, axis=-1, keepdims=True) + dt.type(eps))
+    root_eps = dt.type(np.sqrt(np.float64(eps)))  # the compute dtype's sqrt(eps) (0 where eps rounds to 0)
+    s = np.maximum(np.max(np.abs(xbar), axis=-1, keepdims=True, initial=0), root_eps)
+    t = np.ldexp(np.ones_like(s), np.frexp(s.astype(np.float64))[1]).astype(dt)  # 2^e >= s; 1 for s = 0
+    y = xbar / t
+    return y, t, np.sqrt(np.mean(y * y, axis=-1, keepdims=True) + np.square(root_eps / t))
+
+
+def rms(xbar: np.ndarray, eps: float) -> np.ndarray:
+    """sqrt(mean(x_bar^2) + eps) over the last axis, kept as a trailing singleton (scale-safe, `rms_scaled`)."""
+    _, t, rho = rms_scaled(xbar, eps)
+    return t * rho
 
 
 def projection(x: np.ndarray, phi: np.ndarray, rms_eps: float, op: str = "projection"
@@ -140,13 +154,20 @@ def projection(x: np.ndarray, phi: np.ndarray, rms_eps: float, op: str = "projec
 
     Returns (m, x_bar, r); x (..., n, C) is flattened stream-major: x_bar[k*C + c] = x[k, c].
     """
-    x_bar = x.reshape(x.shape[:-2] + (-1,))  # (..., n*C)
-    r = rms(x_bar, rms_eps)  # (..., 1)
-    if rms_eps == 0 and np.any(r == 0):
-        raise ValueError(f"{op}: x has a token whose n*C entries are all zero, and rms_eps = 0 makes its RMS r = 0; "
-                         f"pass rms_eps > 0 (e.g. the preset's) or a nonzero x")
-    m = matmul(x_bar, phi) / r  # (..., m)
+    x_bar = x.reshape(x.shape[:-2] + (x.shape[-2] * x.shape[-1],))  # (..., n*C)
+    y, t, rho = rms_scaled(x_bar, rms_eps)  # r = t * rho, (..., 1)
+    r = t * rho
+    check_nonzero_rms(r, rms_eps, op, "token whose n*C")
+    m = matmul(y, phi) / rho  # (..., m) = (x_bar @ phi) / r: t is a power of two, so y = x_bar / t is exact
     return m, x_bar, r
+
+
+def check_nonzero_rms(r: np.ndarray, rms_eps: float, op: str, what: str) -> None:
+    """r = 0 (an all-zero token or stream with rms_eps = 0, or an rms_eps that rounds to 0 in the compute dtype)."""
+    if np.any(r == 0):
+        shown = f"rms_eps = {rms_eps!r} (sqrt 0 in {r.dtype})" if rms_eps else "rms_eps = 0"
+        raise ValueError(f"{op}: x has a {what} entries are all zero, and {shown} makes its RMS r = 0; "
+                         f"pass rms_eps > 0 (e.g. the preset's) or a nonzero x")
 
 
 def projection_vjp(g_m, m, x_bar, r, phi, x_shape):
@@ -157,7 +178,7 @@ def projection_vjp(g_m, m, x_bar, r, phi, x_shape):
     D = x_bar.shape[-1]
     dp = g_m / r  # (..., m)
     dr = -np.sum(g_m * m, axis=-1, keepdims=True) / r  # (..., 1)
-    dx_bar = matmul(dp, phi.T) + dr * x_bar / (D * r)  # (..., n*C)
+    dx_bar = matmul(dp, phi.T) + dr * (x_bar / (D * r))  # (..., n*C); x_bar / r first: no overflow at large x
     dphi = matmul(x_bar.reshape(-1, D).T, dp.reshape(-1, dp.shape[-1]))  # (n*C, m)
     return dx_bar.reshape(x_shape), dphi
 

@@ -32,6 +32,8 @@ def amax_gain(h_res):
     check_array("h_res", h_res, 3, OP)
     if h_res.shape[-1] != h_res.shape[-2]:
         raise ValueError(f"{OP}: h_res must be (L, ..., n, n) with square maps, got shape {h_res.shape}")
+    if h_res.size == 0:  # the gains are means over tokens: undefined for none
+        raise ValueError(f"{OP}: h_res must hold at least one layer, one token and n >= 1, got shape {h_res.shape}")
     h = h_res.astype(np.float64)
     out = {k: np.zeros(h.shape[0]) for k in ("forward_gain", "backward_gain", "min_col_sum",
                                              "composite_forward_gain", "composite_backward_gain",

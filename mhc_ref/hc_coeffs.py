@@ -17,6 +17,7 @@ from ._common import (
     cast,
     check_array,
     check_map_cotangents,
+    check_nonzero_rms,
     check_shape,
     check_stream_state,
     compute_dtype_of,
@@ -37,8 +38,10 @@ def _validate(x, params, op):
         check_shape(name, check_array(name, value, 1, op), shapes[name], op)
 
 
-def _forward(x, theta_pre, theta_post, theta_res, alpha, rms_eps):
-    x_t = x / rms(x, rms_eps)  # (..., n, C) per-stream RMSNorm
+def _forward(x, theta_pre, theta_post, theta_res, alpha, rms_eps, op=OP):
+    r = rms(x, rms_eps)  # (..., n, 1), scale-safe
+    check_nonzero_rms(r, rms_eps, op, "stream whose C")  # the RMSNorm is per stream
+    x_t = x / r  # (..., n, C) per-stream RMSNorm
     a_pre = matmul(x_t, theta_pre[:, None])[..., 0]  # (..., n)
     a_post = matmul(x_t, theta_post[:, None])[..., 0]  # (..., n)
     a_res = matmul(theta_res, np.swapaxes(x_t, -1, -2))  # (n, C) @ (..., C, n) -> (..., n, n)
@@ -72,7 +75,7 @@ def hc_coeffs_vjp(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_r
     g_post = np.zeros(lead + (n,), dt) if g_h_post is None else g_h_post.astype(dt)
     g_res = np.zeros(lead + (n, n), dt) if g_h_res is None else g_h_res.astype(dt)
     r = rms(x, opts["rms_eps"])
-    x_t, a_pre, a_post, a_res = _forward(x, theta_pre, theta_post, theta_res, alpha, opts["rms_eps"])
+    x_t, a_pre, a_post, a_res = _forward(x, theta_pre, theta_post, theta_res, alpha, opts["rms_eps"], OP + "_vjp")
     t_pre, t_post, t_res = np.tanh(a_pre), np.tanh(a_post), np.tanh(a_res)
     da_pre = g_pre * alpha[0] * (1 - t_pre**2)  # (..., n)
     da_post = g_post * alpha[1] * (1 - t_post**2)  # (..., n)
@@ -81,7 +84,8 @@ def hc_coeffs_vjp(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_r
     dx_t = (da_pre[..., None] * theta_pre + da_post[..., None] * theta_post
             + matmul(np.swapaxes(da_res, -1, -2), theta_res))  # (..., n, C)
     # x_t = x / r, r = sqrt(mean_C(x^2) + eps):  dx = dx_t / r - x * sum_C(dx_t * x) / (C r^3)
-    dx = dx_t / r - x * np.sum(dx_t * x, axis=-1, keepdims=True) / (C * r**3)
+    #                                               = (dx_t - x_t * sum_C(dx_t * x_t) / C) / r   (no r^3 overflow)
+    dx = (dx_t - x_t * np.sum(dx_t * x_t, axis=-1, keepdims=True) / C) / r
     return {
         "x": dx,
         # sums over tokens t and streams as one matmul each (np.einsum rejects bfloat16)

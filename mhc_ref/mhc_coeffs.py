@@ -43,7 +43,7 @@ def unmat(H: np.ndarray, layout: str) -> np.ndarray:
     """Inverse of `mat`."""
     if layout == "col_major":
         H = np.swapaxes(H, -1, -2)
-    return H.reshape(H.shape[:-2] + (-1,))
+    return H.reshape(H.shape[:-2] + (H.shape[-2] * H.shape[-1],))  # explicit width: leading dims may be empty
 
 
 def validate(x, phi, alpha, b, op: str = OP) -> tuple[int, int]:
@@ -61,12 +61,16 @@ def validate(x, phi, alpha, b, op: str = OP) -> tuple[int, int]:
     return n, C
 
 
-def _logits(x, phi, alpha, b, opts, dt):
+def _logits(x, phi, alpha, b, opts, dt, op=OP):
     n = x.shape[-2]
     x, phi, alpha, b = cast(dt, x, phi, alpha, b)
-    m, x_bar, r = projection(x, phi, opts["rms_eps"], OP)  # (..., n^2 + 2n)
+    m, x_bar, r = projection(x, phi, opts["rms_eps"], op)  # (..., n^2 + 2n)
     scale = np.concatenate([np.full(n, alpha[0]), np.full(n, alpha[1]), np.full(n * n, alpha[2])]).astype(dt)
-    z = scale * m + b  # (..., n^2 + 2n)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = scale * m + b  # (..., n^2 + 2n)
+    if not np.all(np.isfinite(z)):  # named here, not as the Sinkhorn's `logits`
+        raise ValueError(f"{op}: the map logits alpha * (x_bar @ phi) / r + b overflow {dt} in "
+                         f"{int(np.sum(~np.isfinite(z)))} entries: phi, alpha or b is too large")
     return z, m, x_bar, r, scale, (x, phi)
 
 
@@ -93,7 +97,7 @@ def mhc_coeffs_vjp(x, phi, alpha, b, g_h_pre, g_h_post, g_h_res, *, preset=None,
     opts = options(OP, preset, dict(t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
                                     post_scale=post_scale, rms_eps=rms_eps, res_layout=res_layout))
     dt = compute_dtype_of(compute_dtype)
-    z, m, x_bar, r, scale, (x_c, phi_c) = _logits(x, phi, alpha, b, opts, dt)
+    z, m, x_bar, r, scale, (x_c, phi_c) = _logits(x, phi, alpha, b, opts, dt, OP + "_vjp")
     lead = z.shape[:-1]
     g_pre = np.zeros(lead + (n,), dt) if g_h_pre is None else g_h_pre.astype(dt)
     g_post = np.zeros(lead + (n,), dt) if g_h_post is None else g_h_post.astype(dt)

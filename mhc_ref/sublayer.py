@@ -39,7 +39,7 @@ class ProbeSublayer:
         u_n = u / r
         dw = matmul(u_n.reshape(-1, C).T, da.reshape(-1, C))
         du_n = matmul(da, w.T)
-        du = du_n / r - u * np.sum(du_n * u, axis=-1, keepdims=True) / (C * r**3)
+        du = (du_n - u_n * np.sum(du_n * u_n, axis=-1, keepdims=True) / C) / r  # = du_n / r - u sum(du_n u) / (C r^3)
         return du, {"w_sub": dw}
 
 
