@@ -125,8 +125,8 @@ def test_non_contiguous_inputs_give_the_contiguous_result():
     assert not x_nc.is_contiguous() and not phi_nc.is_contiguous()
     want = mhc_coeffs(*a.values())
     got = mhc_coeffs(x_nc, phi_nc, a["alpha"], a["b"])
-    for w, g in zip(want, got):
-        assert torch.equal(w, g)
+    for w, g in zip(want, got):  # a transposed phi may take another BLAS path: equal to rounding, not bitwise
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-15)
     stride0 = a["x"][:, :1].expand(2, n, n, C)  # a broadcast (stride-0) stream axis
     torch.testing.assert_close(mhc_pre(stride0, want[0][:, :1].expand(2, n, n).contiguous()),
                                mhc_pre(stride0.contiguous(), want[0][:, :1].expand(2, n, n).contiguous()))

@@ -126,6 +126,10 @@ def _op_inputs(op, rng, n=3, C=4, lead=(2, 3)):
     if op in ("mhc_coeffs", "mhc_layer"):
         ins = list(coeff_inputs(rng, lead, n, C))
         return ins + ([rng.standard_normal((C, C)) / 2] if op == "mhc_layer" else []), None
+    if op == "mhc_stack":
+        layers = [coeff_inputs(rng, lead, n, C) for _ in range(2)]
+        return [layers[0][0]] + [np.stack([p[k] for p in layers]) for k in (1, 2, 3)] + \
+            [rng.standard_normal((2, C, C)) / 2], None
     if op == "mhc_pre":
         return [x, rng.uniform(0, 1, lead + (n,))], {}
     if op == "mhc_post_res":

@@ -16,9 +16,14 @@ Rules shared by every op:
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
+
+from mhc_spec.table import load
+
+OPTIONS = load().options  # option types and ranges (t_max's max, the epsilons' min) come from the spec table
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -67,8 +72,10 @@ def check_finite(name: str, t: torch.Tensor, op: str) -> None:
 
 
 def check_stream_state(name: str, x, op: str) -> tuple[int, int]:
-    """x (..., n, C): returns (n, C)."""
+    """x (..., n, C) with n, C >= 1 (empty leading dims are fine: the result is empty too): returns (n, C)."""
     check_tensor(name, x, op, ndim_min=2)
+    if x.shape[-2] < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{op}: {name} must be (..., n, C) with n >= 1 and C >= 1, got shape {tuple(x.shape)}")
     return x.shape[-2], x.shape[-1]
 
 
@@ -99,6 +106,15 @@ def check_like_x(name: str, t, x: torch.Tensor, expected: tuple[int, ...], op: s
     check_finite(name, t, op)
 
 
+def check_result(name: str, t: torch.Tensor, op: str, why: str) -> None:
+    """A result computed from finite inputs has no NaN/Inf (part of the opt-out scan); else a ValueError saying why."""
+    if not check_finite_enabled() or t.numel() == 0 or t.device.type == "meta":
+        return
+    if not bool(torch.isfinite(t.detach()).all()):
+        bad = int((~torch.isfinite(t.detach())).sum())
+        raise ValueError(f"{op}: {name} has {bad} NaN/Inf entries although every input is finite: {why}")
+
+
 def check_contiguous(name: str, t: torch.Tensor, op: str) -> None:
     if not t.is_contiguous():
         raise ValueError(f"{op}: {name} must be contiguous (row-major), got shape {tuple(t.shape)} with strides "
@@ -116,9 +132,16 @@ def check_int(name: str, value, op: str, minimum: int) -> int:
 def check_float(name: str, value, op: str, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{op}: {name} must be a float, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: {name} must be finite, got {value!r}")
     if not value >= minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return float(value)
+
+
+def check_option(name: str, value, op: str, table_name: str | None = None):
+    """An option value against its spec-table entry: type, finite, `min` / `max` (e.g. t_max <= the table's max)."""
+    return OPTIONS[table_name or name].check(value, where=op)
 
 
 def check_choice(name: str, value, choices: tuple[str, ...], op: str) -> str:
@@ -127,10 +150,32 @@ def check_choice(name: str, value, choices: tuple[str, ...], op: str) -> str:
     return value
 
 
-def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "x") -> None:
-    """With rms_eps = 0 an all-zero token has RMS r = 0 and its maps are 0/0; refuse it (part of the opt-out scan)."""
-    if rms_eps != 0 or not check_finite_enabled() or x.numel() == 0 or x.device.type == "meta":
+def rms_floor(eps: float, dtype: torch.dtype) -> float:
+    """sqrt(eps) as the compute dtype holds it, the least RMS `rms` can return: 0 for eps = 0, and for a positive
+    eps whose square root is below the dtype's range (e.g. 1e-100 in float32)."""
+    return float(torch.tensor(math.sqrt(eps), dtype=compute_dtype(dtype)))
+
+
+def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "x", per_stream: bool = False) -> None:
+    """With rms_eps = 0 (or so small that sqrt(rms_eps) is 0 in the compute dtype) an all-zero token (or stream, for
+    the per-stream RMSNorm of hc_coeffs) has RMS r = 0 and its maps are 0/0; refuse it (part of the opt-out scan)."""
+    if rms_floor(rms_eps, x.dtype) != 0 or not check_finite_enabled() or x.numel() == 0 \
+            or x.device.type == "meta":
         return
-    if bool((x.flatten(-2) == 0).all(dim=-1).any()):
-        raise ValueError(f"{op}: {name} has a token whose n*C entries are all zero, and rms_eps = 0 makes its RMS "
-                         f"r = 0; pass rms_eps > 0 (e.g. the preset's) or a nonzero {name}")
+    what = "stream whose C" if per_stream else "token whose n*C"
+    if bool(((x if per_stream else x.flatten(-2)) == 0).all(dim=-1).any()):
+        shown = f"rms_eps = {rms_eps!r} (sqrt 0 in {compute_dtype(x.dtype)})" if rms_eps else "rms_eps = 0"
+        raise ValueError(f"{op}: {name} has a {what} entries are all zero, and {shown} makes its RMS r = 0; pass "
+                         f"rms_eps > 0 (e.g. the preset's) or a nonzero {name}")
+
+
+def rms(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, t, rho) with y = x / t and sqrt(mean(x^2, -1) + eps) = t * rho ((..., 1) each), without overflow.
+
+    t is the power of two just above max(max|x|, sqrt eps) per row (no gradient), so y = x / t is exact and in
+    [-1, 1], and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot overflow: x of 1e20 in float32 (1e30 in bfloat16
+    computed in float32, 1e200 in float64) gives the right r instead of inf (issue 9 Sec. 3)."""
+    s = torch.clamp(x.detach().abs().amax(dim=-1, keepdim=True), min=math.sqrt(eps))
+    t = torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent)  # 2^e >= s; 1 for s = 0 (all-zero, eps = 0)
+    y = x / t
+    return y, t, torch.sqrt(torch.mean(y * y, dim=-1, keepdim=True) + (math.sqrt(eps) / t) ** 2)

@@ -52,8 +52,8 @@ def collapse_streams(x: torch.Tensor, phi_head=None, alpha_head=None, b_head=Non
                      rms_eps: float = 1e-20, pre_eps: float = 0.0) -> torch.Tensor:
     """x (..., n, C) -> (..., C) by `mode` ('sum' or 'head')."""
     validate(x, phi_head, alpha_head, b_head, mode)
-    _checks.check_float("rms_eps", rms_eps, OP)
-    _checks.check_float("pre_eps", pre_eps, OP)
+    _checks.check_option("rms_eps", rms_eps, OP)
+    _checks.check_option("pre_eps", pre_eps, OP)
     if mode == "head":
         _checks.check_nonzero_tokens(x, rms_eps, OP)
     return collapse_streams_unchecked(x, phi_head, alpha_head, b_head, mode=mode, rms_eps=rms_eps, pre_eps=pre_eps)

@@ -21,20 +21,21 @@ NAMES = ("theta_pre", "theta_post", "theta_res", "alpha", "b_pre", "b_post", "b_
 
 
 class RMSNormalize(torch.autograd.Function):
-    """y = x / r over the last axis, r = sqrt(mean(x^2) + eps), with the analytic backward
-    dx = g / r - x sum(g x) / (C r^3); saves x and r. The backward is itself differentiable."""
+    """y = x / r over the last axis, r = sqrt(mean(x^2) + eps) (scale-safe, `_checks.rms`), with the analytic
+    backward dx = (g - y sum(g y) / C) / r; saves y and r. The backward is itself differentiable."""
 
     @staticmethod
     def forward(ctx, x, eps):
-        r = torch.sqrt(torch.mean(x * x, dim=-1, keepdim=True) + eps)  # (..., 1)
-        ctx.save_for_backward(x, r)
-        return x / r
+        x_t, t, rho = _checks.rms(x, eps)  # r = t * rho
+        y = x_t / rho
+        ctx.save_for_backward(y, t * rho)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x, r = ctx.saved_tensors
-        C = x.shape[-1]
-        return g / r - x * torch.sum(g * x, dim=-1, keepdim=True) / (C * r**3), None
+        y, r = ctx.saved_tensors
+        C = y.shape[-1]
+        return (g - y * torch.sum(g * y, dim=-1, keepdim=True) / C) / r, None
 
 
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -68,6 +69,7 @@ def hc_coeffs(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_res, 
               maps_dtype: torch.dtype | None = None):
     """(H_pre (..., n), H_post (..., n), H_res (..., n, n)) of the HC baseline, P Eq. 5."""
     validate(x, (theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_res))
-    _checks.check_float("rms_eps", rms_eps, OP)
+    _checks.check_option("rms_eps", rms_eps, OP)
+    _checks.check_nonzero_tokens(x, rms_eps, OP, per_stream=True)  # the RMSNorm is per stream
     return hc_coeffs_unchecked(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_res, rms_eps=rms_eps,
                                maps_dtype=maps_dtype)

@@ -22,6 +22,7 @@ from .sinkhorn import sinkhorn_log
 
 OP = "mhc_coeffs"
 LAYOUTS = ("row_major", "col_major")
+OVERFLOW = "the residual logits alpha[2] * (x_bar @ phi) / r + b overflow the compute dtype (phi, alpha or b too large)"
 
 
 def mat(v: torch.Tensor, n: int, layout: str) -> torch.Tensor:
@@ -47,10 +48,10 @@ def validate(x, phi, alpha, b, op: str = OP) -> tuple[int, int]:
 
 
 def validate_options(op, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout):
-    _checks.check_int("t_max", t_max, op, 1)
-    for name, v in (("sinkhorn_eps", sinkhorn_eps), ("pre_eps", pre_eps), ("post_scale", post_scale),
-                    ("rms_eps", rms_eps)):
-        _checks.check_float(name, v, op)
+    """Each option against its spec-table entry (type, finite, min / max)."""
+    for name, v in (("t_max", t_max), ("sinkhorn_eps", sinkhorn_eps), ("pre_eps", pre_eps),
+                    ("post_scale", post_scale), ("rms_eps", rms_eps)):
+        _checks.check_option(name, v, op)
     _checks.check_choice("res_layout", res_layout, LAYOUTS, op)
 
 
@@ -60,13 +61,15 @@ class Projection(torch.autograd.Function):
 
         dp = g / r,   dr = -sum_k(g_k m_k) / r,   dx_bar = dp @ w^T + dr x_bar / (D r),   dw = x_bar^T dp
 
-    Saves x_bar, w, r and m (not autograd's chain of intermediates). The backward is itself differentiable.
+    r is computed scale-safely (`_checks.rms`). Saves x_bar, w, r and m (not autograd's chain of intermediates).
+    The backward is itself differentiable.
     """
 
     @staticmethod
     def forward(ctx, x_bar, w, rms_eps):
-        r = torch.sqrt(torch.mean(x_bar * x_bar, dim=-1, keepdim=True) + rms_eps)  # (..., 1)
-        m = torch.matmul(x_bar, w) / r  # (..., k)
+        y, t, rho = _checks.rms(x_bar, rms_eps)  # r = t * rho, scaled so that x_bar^2 cannot overflow
+        r = t * rho  # (..., 1)
+        m = torch.matmul(y, w) / rho  # (..., k) = (x_bar @ w) / r, exactly so: t is a power of two
         ctx.save_for_backward(x_bar, w, r, m)
         return m
 
@@ -76,7 +79,7 @@ class Projection(torch.autograd.Function):
         D, k = x_bar.shape[-1], w.shape[-1]
         dp = g / r  # (..., k)
         dr = -torch.sum(g * m, dim=-1, keepdim=True) / r  # (..., 1)
-        dx_bar = torch.matmul(dp, w.t()) + dr * x_bar / (D * r) if ctx.needs_input_grad[0] else None
+        dx_bar = torch.matmul(dp, w.t()) + dr * (x_bar / (D * r)) if ctx.needs_input_grad[0] else None
         dw = torch.matmul(x_bar.reshape(-1, D).t(), dp.reshape(-1, k)) if ctx.needs_input_grad[1] else None
         return dx_bar, dw, None
 
@@ -107,5 +110,7 @@ def mhc_coeffs(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch
     validate(x, phi, alpha, b)
     validate_options(OP, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
     _checks.check_nonzero_tokens(x, rms_eps, OP)
-    return mhc_coeffs_unchecked(x, phi, alpha, b, t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
+    maps = mhc_coeffs_unchecked(x, phi, alpha, b, t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
                                 post_scale=post_scale, rms_eps=rms_eps, res_layout=res_layout, maps_dtype=maps_dtype)
+    _checks.check_result("H_res", maps[2], OP, OVERFLOW)
+    return maps

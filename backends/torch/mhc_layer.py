@@ -48,7 +48,17 @@ def mhc_layer_unchecked(x, phi, alpha, b, sublayer, **options):
                                                 **options)
     u = mhc_pre_unchecked(x, h_pre)  # (..., C)
     f_out = probe_sublayer(u, sublayer) if isinstance(sublayer, torch.Tensor) else sublayer(u)
+    check_sublayer_output(f_out, u, OP)
     return mhc_post_res_unchecked(x, f_out, h_post, h_res)  # (..., n, C)
+
+
+def check_sublayer_output(f_out, u: torch.Tensor, op: str) -> None:
+    """F must map (..., C) to a tensor of the same shape; anything else would broadcast into the streams."""
+    if not isinstance(f_out, torch.Tensor):
+        raise TypeError(f"{op}: the sublayer must return a torch.Tensor, got {type(f_out).__name__}")
+    if f_out.shape != u.shape:
+        raise ValueError(f"{op}: the sublayer must return the shape of its input H_pre x, {tuple(u.shape)}, "
+                         f"got {tuple(f_out.shape)}")
 
 
 def mhc_layer(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, sublayer, *,
@@ -56,5 +66,8 @@ def mhc_layer(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.
               rms_eps: float = 1e-20, res_layout: str = "row_major") -> torch.Tensor:
     """x_{l+1} (..., n, C) from x_l (..., n, C), P Eq. 3. Defaults are the `paper` preset."""
     validate_layer(x, phi, alpha, b, sublayer, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
-    return mhc_layer_unchecked(x, phi, alpha, b, sublayer, t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
-                               post_scale=post_scale, rms_eps=rms_eps, res_layout=res_layout)
+    y = mhc_layer_unchecked(x, phi, alpha, b, sublayer, t_max=t_max, sinkhorn_eps=sinkhorn_eps, pre_eps=pre_eps,
+                            post_scale=post_scale, rms_eps=rms_eps, res_layout=res_layout)
+    _checks.check_result("the output", y, OP, "the map logits alpha * (x_bar @ phi) / r + b, the sublayer output or "
+                         f"the mixed streams overflow {y.dtype}")
+    return y

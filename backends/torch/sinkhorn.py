@@ -54,8 +54,10 @@ def validate(logits, t_max, eps, op: str = OP) -> None:
     if logits.shape[-1] != logits.shape[-2]:
         raise ValueError(f"{op}: logits must be square in its last two dims (..., n, n), got shape "
                          f"{tuple(logits.shape)}")
-    _checks.check_int("t_max", t_max, op, 1)
-    _checks.check_float("eps", eps, op)
+    if logits.shape[-1] < 1:
+        raise ValueError(f"{op}: logits must be (..., n, n) with n >= 1, got shape {tuple(logits.shape)}")
+    _checks.check_option("t_max", t_max, op)  # the table's range: 1 <= t_max <= max
+    _checks.check_option("eps", eps, op)
 
 
 def sinkhorn(logits: torch.Tensor, *, t_max: int = 20, eps: float = 0.0) -> torch.Tensor:
