@@ -43,7 +43,8 @@ def oracle(cfg, dtype, tokens, targets, M):
     return losses, {k: p.grad for k, p in lm.named_parameters()}
 
 
-def run_config(rank, world, schedule, n, recompute, mb_rows=1, dtype=torch.float64, overlap=True) -> dict:
+def run_config(rank, world, schedule, n, recompute, mb_rows=1, dtype=torch.float64, overlap=True,
+               group_weight_pass=True) -> dict:
     stages = SCHEDULES[schedule].stages_per_rank * world
     cfg = LMConfig(vocab=16, dim=8, n=n, blocks=stages, heads=2, seq=4)  # 2 MHC layers per stage (V, interleaved)
     M = 2 * world
@@ -53,7 +54,7 @@ def run_config(rank, world, schedule, n, recompute, mb_rows=1, dtype=torch.float
     lm = build_lm(cfg, seed=1, dtype=dtype)
     counter = RecomputeCounter()
     pipe = Pipeline(lambda s, ns: LMStage(lm, s, ns, recompute, counter), rank, world, schedule, M, lm_loss,
-                    lm_stage_io(cfg, mb_rows, dtype), overlap=overlap)
+                    lm_stage_io(cfg, mb_rows, dtype), overlap=overlap, group_weight_pass=group_weight_pass)
     losses = pipe.step(tokens, target=targets)
 
     owned = {id(p) for m in pipe.modules for p in m.parameters()}
@@ -79,6 +80,7 @@ def run_config(rank, world, schedule, n, recompute, mb_rows=1, dtype=torch.float
     stats = pipe.stats
     return {
         "schedule": schedule, "world": world, "rank": rank, "n": n, "recompute": recompute, "M": M,
+        "group_weight_pass": group_weight_pass,
         "stages": pipe.stage_ids, "layers_per_stage": [m.bounds for m in pipe.modules],
         "owners": dict(zip(names, flags.tolist())), "grads": grads, "loss": loss_cmp,
         "bytes": {f"{b}:{d}": v for (b, d), v in sorted(stats.bytes.items())},
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     parser.add_argument("--streams", default="1,4")
     parser.add_argument("--recompute", default="0,2")
     parser.add_argument("--deadline", type=float, default=240.0)
+    parser.add_argument("--ungrouped-weight-pass", action="store_true",
+                        help="run the split backward's weight pass without GraphExecGroup (to count recomputations)")
     args = parser.parse_args(argv)
     deadline = distributed.Deadline(args.deadline, "pipeline equivalence check")
     distributed.on_termination()
@@ -106,7 +110,8 @@ def main(argv=None) -> int:
     for schedule in args.schedules.split(","):
         for n in map(int, args.streams.split(",")):
             for recompute in map(int, args.recompute.split(",")):
-                results.append(run_config(rank, world, schedule, n, recompute))
+                results.append(run_config(rank, world, schedule, n, recompute,
+                                          group_weight_pass=not args.ungrouped_weight_pass))
     gathered = [None] * world
     dist.all_gather_object(gathered, results)
     if rank == 0:
