@@ -17,8 +17,9 @@ j) of one rank run concurrently, registered with `ScheduleDualPipeV.register_cus
   tensor exists (the forward's while the backward still computes). The order stays forward-then-backward, the order
   in which the peer posted its receives (both may go to the same peer with the same tag and shape), and the schedule's
   own SEND actions for the pair are removed from `pipeline_order_with_comms` so nothing is sent twice.
-- CUDA (not run: no GPU in this project's sessions): the backward half runs on a high-priority stream (it holds the
-  MLP layers' post_res backward, P Sec. 4.3.3) and the main stream waits for it at the join.
+- CUDA (not run: no GPU in this project's sessions): the whole backward half runs on a high-priority stream, which
+  first waits for the main stream's earlier work; the main stream waits for it at the join. P Sec. 4.3.3 puts only
+  the MLP layers' post_res kernels on that stream; that finer split is not implemented.
 - Every step logs events (`Pipeline.stats.events`) whose order the tests assert.
 """
 
@@ -76,6 +77,8 @@ class OverlapFB:
         stats = self.pipe.stats
         stats.event("pair", fwd.stage_index, fwd.microbatch_index, bwd.stage_index, bwd.microbatch_index)
         errors: list[BaseException] = []
+        if self.cuda:  # the backward half's inputs were produced on the main stream
+            self.stream.wait_stream(torch.cuda.current_stream())
         thread = threading.Thread(target=self._backward_half, args=(bwd, ctx.schedule_ref, errors),
                                   name="mhc-overlap-bwd", daemon=True)
         thread.start()
