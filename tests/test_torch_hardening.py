@@ -214,3 +214,30 @@ def test_eager_layer_refuses_a_wrong_shaped_sublayer_output(out_shape, rng):
     x, phi, alpha, b = tt(coeff_args(rng))
     with pytest.raises(ValueError, match=r"mhc_layer: the sublayer must return the shape of its input H_pre x"):
         mhc_layer(x, phi, alpha, b, lambda u: torch.ones(out_shape, dtype=u.dtype))
+
+
+# -- float16: a value that does not fit is a named error, not inf ---------------------------------------------------
+def test_float16_zero_token_gradient_overflow_is_named(rng):
+    """Paper preset (rms_eps = 1e-20): at an all-zero token dm/dx = 1/sqrt(rms_eps) = 1e10, beyond float16."""
+    x, phi, alpha, b = coeff_args(rng)
+    x[0] = 0
+    xt = torch.tensor(x, dtype=torch.float16, requires_grad=True)
+    maps = mhc_coeffs(xt, *tt([phi, alpha, b], torch.float32), maps_dtype=torch.float32)
+    loss = sum((m * torch.tensor(rng.standard_normal(m.shape), dtype=torch.float32)).sum() for m in maps)
+    with pytest.raises(ValueError, match=r"the gradient w.r.t. x \(mhc_coeffs\) overflows float16"):
+        loss.backward()
+    xb = torch.tensor(x, dtype=torch.bfloat16, requires_grad=True)  # the same in bfloat16 is finite
+    maps = mhc_coeffs(xb, *tt([phi, alpha, b], torch.float32), maps_dtype=torch.float32)
+    sum(m.sum() for m in maps).backward()
+    assert torch.isfinite(xb.grad).all()
+
+
+def test_float16_premix_overflow_is_named():
+    from mhc_backends.torch import mhc_post_res, mhc_pre
+
+    x = torch.full((2, 4, 3), 3e4, dtype=torch.float16)  # each stream fits; their sum does not
+    with pytest.raises(ValueError, match="mhc_pre: the sublayer input H_pre x overflows float16"):
+        mhc_pre(x, torch.ones(2, 4))
+    with pytest.raises(ValueError, match="mhc_post_res: the mixed streams .* overflows float16"):
+        mhc_post_res(x, torch.zeros(2, 3, dtype=torch.float16), torch.ones(2, 4), torch.ones(2, 4, 4))
+    assert torch.isfinite(mhc_pre(x, torch.full((2, 4), 0.5))).all()  # 6e4 fits

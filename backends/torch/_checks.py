@@ -115,6 +115,29 @@ def check_result(name: str, t: torch.Tensor, op: str, why: str) -> None:
         raise ValueError(f"{op}: {name} has {bad} NaN/Inf entries although every input is finite: {why}")
 
 
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+def fits_float16(t: torch.Tensor, what: str) -> torch.Tensor:
+    """t (float32, about to be cast to float16) fits float16, else a ValueError: a finite value above 65504 would
+    become inf silently. Part of the opt-out scan."""
+    if check_finite_enabled() and t.numel() and t.device.type != "meta":
+        big = float(t.detach().abs().amax())
+        if big > FLOAT16_MAX:
+            raise ValueError(f"{what} overflows float16: max |value| = {big:.4g} > {FLOAT16_MAX:g}; use bfloat16 or "
+                             f"float32 activations, or smaller inputs")
+    return t
+
+
+def to_compute(x: torch.Tensor, what: str) -> torch.Tensor:
+    """x in its compute dtype. For a float16 x that needs a gradient, the float32 gradient is checked to fit float16
+    before autograd casts it back (e.g. 1/sqrt(rms_eps) = 1e10 at an all-zero token under the paper preset)."""
+    xc = x.to(compute_dtype(x.dtype))
+    if x.dtype == torch.float16 and xc.requires_grad and not torch.compiler.is_compiling():
+        xc.register_hook(lambda g: fits_float16(g, f"the gradient w.r.t. {what}"))
+    return xc
+
+
 def check_contiguous(name: str, t: torch.Tensor, op: str) -> None:
     if not t.is_contiguous():
         raise ValueError(f"{op}: {name} must be contiguous (row-major), got shape {tuple(t.shape)} with strides "

@@ -94,7 +94,7 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
     n = x.shape[-2]
     cd = _checks.compute_dtype(x.dtype)
     alpha, b = alpha.to(cd), b.to(cd)
-    m = projection(x.to(cd), phi.to(cd), rms_eps)  # (..., n^2 + 2n)
+    m = projection(_checks.to_compute(x, "x (mhc_coeffs)"), phi.to(cd), rms_eps)  # (..., n^2 + 2n)
     h_pre = torch.sigmoid(alpha[0] * m[..., :n] + b[:n]) + pre_eps  # (..., n)
     h_post = post_scale * torch.sigmoid(alpha[1] * m[..., n:2 * n] + b[n:2 * n])  # (..., n)
     logits = mat(alpha[2] * m[..., 2 * n:] + b[2 * n:], n, res_layout)  # (..., n, n)

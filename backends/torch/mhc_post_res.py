@@ -31,8 +31,10 @@ def validate(x, f_out, h_post, h_res, op: str = OP) -> int:
 
 def mhc_post_res_unchecked(x, f_out, h_post, h_res):
     cd = _checks.compute_dtype(x.dtype)
-    y = torch.matmul(h_res.to(cd), x.to(cd))  # (..., n, n) @ (..., n, C) -> (..., n, C)
-    y = y + h_post.to(cd).unsqueeze(-1) * f_out.to(cd).unsqueeze(-2)  # (..., n, 1) * (..., 1, C)
+    y = torch.matmul(h_res.to(cd), _checks.to_compute(x, "x (mhc_post_res)"))  # (..., n, n) @ (..., n, C)
+    y = y + h_post.to(cd).unsqueeze(-1) * _checks.to_compute(f_out, "f_out").unsqueeze(-2)  # (..., n, 1) * (..., 1, C)
+    if x.dtype == torch.float16:
+        _checks.fits_float16(y, "mhc_post_res: the mixed streams H_res x + H_post^T f_out")
     return y.to(x.dtype)
 
 

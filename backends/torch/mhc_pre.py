@@ -20,7 +20,9 @@ def validate(x, h_pre, op: str = OP) -> int:
 
 def mhc_pre_unchecked(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
     cd = _checks.compute_dtype(x.dtype)
-    y = torch.matmul(h_pre.to(cd).unsqueeze(-2), x.to(cd))  # (..., 1, n) @ (..., n, C) -> (..., 1, C)
+    y = torch.matmul(h_pre.to(cd).unsqueeze(-2), _checks.to_compute(x, "x (mhc_pre)"))  # (..., 1, C)
+    if x.dtype == torch.float16:
+        _checks.fits_float16(y, "mhc_pre: the sublayer input H_pre x")
     return y.squeeze(-2).to(x.dtype)  # (..., C)
 
 
