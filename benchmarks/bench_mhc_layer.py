@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import math
 import os
@@ -61,7 +62,12 @@ class MhcLayer(op_benchmark("mhc_layer")):
 
 # -- the module comparison ------------------------------------------------------------------------------------------
 PEERS = ("residual", "hyper-connections", "liger-kernel")
-IMPLS = PEERS + tuple(b for b in BACKENDS if b not in PEERS)
+# baselines that are not installed (or, liger-kernel, lack CUDA) stay out of the parameter grid, and so out of the
+# dashboard's legends: they would only add empty lines
+_PEER_MODULES = {"hyper-connections": "hyper_connections", "liger-kernel": "liger_kernel"}
+RUNNABLE_PEERS = tuple(p for p in PEERS if p not in _PEER_MODULES or (
+    importlib.util.find_spec(_PEER_MODULES[p]) is not None and (p != "liger-kernel" or cuda_available())))
+IMPLS = RUNNABLE_PEERS + tuple(b for b in BACKENDS if b not in PEERS)
 
 _N_NAMES = ("n", "num_streams", "n_streams", "streams", "hc")
 _C_NAMES = ("C", "c", "dim", "channels", "d_model")

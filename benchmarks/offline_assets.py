@@ -9,10 +9,16 @@ them), copies the files into `<html>/vendor/` and points every page's <script>/<
 
 Nothing is vendored into the repository: the files are fetched at publish time into the git-ignored html folder.
 Without `npm` or a reachable registry the pages keep their CDN links and the function says so.
+
+`file_openable` makes the page work when opened as a file (file:// URL), where Chromium refuses scripts marked
+`crossorigin` and every XMLHttpRequest: it drops those attributes from local copies and embeds the dashboard's JSON
+(index, graphs, regressions) in `mhc_data.js`, served to asv's `$.ajax` calls by `mhc_offline.js`; that shim also
+draws markers on one-point series (a single commit draws no line, so the grid's thumbnails looked empty).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -88,5 +94,119 @@ def localize(html_dir: Path) -> bool:
     return True
 
 
+# Served over HTTP the shim only adds the one-point markers; opened as a file it answers asv's $.ajax from the data
+# embedded in mhc_data.js (anything not embedded fails, as a missing file would).
+SHIM = """(function ($) {
+  var files = window.MHC_ASV_FILES || {};
+  var ajax = $.ajax;
+  if (window.location.protocol === "file:") {
+    $.ajax = function (options) {
+      var url = (typeof options === "string" ? options : options.url).split("?")[0];
+      var key = url.split("/").map(decodeURIComponent).join("/");
+      var answer = $.Deferred();
+      setTimeout(function () {
+        if (Object.prototype.hasOwnProperty.call(files, key)) { answer.resolve(files[key], "success", {}); }
+        else { answer.reject({status: 404}, "error", "not embedded: " + key); }
+      }, 0);
+      return answer.promise();
+    };
+  }
+  // one commit draws no line: a bar in the grid's thumbnails, a marker in the graphs
+  var plot = $.plot;
+  $.plot = function (target, series, options) {
+    var thumbnail = $(target).hasClass("benchmark-plot");
+    series = (series || []).map(function (s) {
+      var data = $.isArray(s) ? s : s.data;
+      var points = (data || []).filter(function (p) { return p && p[1] !== null; });
+      if (points.length === 1) {
+        s = $.extend({}, $.isArray(s) ? {data: s} : s, thumbnail ?
+          {bars: {show: true, align: "center", barWidth: 0.8, fill: 0.6}, lines: {show: false}} :
+          {points: {show: true, radius: 4}});
+        if (thumbnail) {  // a narrow bar in the middle, below the top edge
+          options = $.extend(true, {}, options, {xaxis: {min: points[0][0] - 3, max: points[0][0] + 3},
+                                                 yaxis: {max: 1.25 * points[0][1]}});
+        }
+      }
+      return s;
+    });
+    return plot.call(this, target, series, options);
+  };
+  $.extend($.plot, plot);
+
+  // A benchmark page without a parameter choice opens on the first combination that has data, with the lines
+  // (values of the first parameter) that have data there: no blank chart, no legend entry for what did not run.
+  function withData(hash) {
+    var m = /^#([^?]+)$/.exec(hash);
+    var index = files["index.json"];
+    var bench = m && index && index.benchmarks[decodeURIComponent(m[1])];
+    if (!bench || !bench.params || bench.params.length < 2) { return null; }
+    var name = decodeURIComponent(m[1]), params = bench.params, names = bench.param_names;
+    var sizes = params.map(function (v) { return v.length; });
+    function combo(i) {  // flat index -> value index per parameter (the last one varies fastest)
+      var out = [];
+      for (var k = sizes.length - 1; k >= 0; --k) { out[k] = i % sizes[k]; i = Math.floor(i / sizes[k]); }
+      return out;
+    }
+    var found = null, lines = {};
+    Object.keys(files).forEach(function (key) {
+      if (key.indexOf("graphs/summary/") === 0 || key.slice(-(name.length + 6)) !== "/" + name + ".json") { return; }
+      files[key].forEach(function (point) {
+        (point[1] || []).forEach(function (v, i) {
+          if (v === null || v === undefined) { return; }
+          var c = combo(i);
+          if (found === null) { found = c; }
+          if (c.slice(1).join() === found.slice(1).join()) { lines[c[0]] = true; }
+        });
+      });
+    });
+    if (found === null) { return null; }
+    var query = Object.keys(lines).sort(function (a, b) { return a - b; }).map(function (j) {
+      return "p-" + encodeURIComponent(names[0]) + "=" + encodeURIComponent(params[0][j]);
+    });
+    for (var k = 1; k < names.length; ++k) {
+      query.push("p-" + encodeURIComponent(names[k]) + "=" + encodeURIComponent(params[k][found[k]]));
+    }
+    return "#" + m[1] + "?" + query.join("&");
+  }
+  function chooseParams() {
+    var better = withData(window.location.hash);
+    if (better) { history.replaceState(null, "", better); }
+  }
+  window.addEventListener("hashchange", chooseParams);  // registered before asv's own handler: runs first
+  chooseParams();
+})(jQuery);
+"""
+DATA_FILES = ("info.json", "index.json", "regressions.json")
+
+
+def file_openable(html_dir: Path) -> int:
+    """Make the dashboard work from a file:// URL (see the module docstring); the number of embedded JSON files."""
+    html_dir = Path(html_dir)
+    if not (html_dir / "index.html").is_file():
+        raise ValueError(f"html_dir must hold an asv dashboard (index.html), got {html_dir}")
+    files: dict[str, object] = {"swallow.ico": ""}  # asv fetches it to tell "no data" from "server down"
+    for path in [html_dir / n for n in DATA_FILES] + sorted((html_dir / "graphs").rglob("*.json")):
+        if path.is_file():
+            files[path.relative_to(html_dir).as_posix()] = json.loads(path.read_text(encoding="utf-8"))
+    vendor = html_dir / "vendor"
+    vendor.mkdir(exist_ok=True)
+    (vendor / "mhc_offline.js").write_text(SHIM, encoding="utf-8")
+    (html_dir / "mhc_data.js").write_text(f"window.MHC_ASV_FILES = {json.dumps(files, separators=(',', ':'))};\n",
+                                          encoding="utf-8")
+    tags = '<script src="mhc_data.js"></script>\n    <script src="vendor/mhc_offline.js"></script>\n    '
+    for page in html_dir.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        # local copies: file:// pages refuse scripts and styles marked crossorigin
+        text = re.sub(r'<(?:script|link)\b[^>]*="vendor/[^>]*>',
+                      lambda m: re.sub(r'\s+(?:crossorigin|referrerpolicy)(?:="[^"]*")?', "", m.group(0)), text)
+        if "mhc_offline.js" not in text:
+            text = re.sub(r'<script[^>]*src="asv\.js"', lambda m: tags + m.group(0), text, count=1)
+        page.write_text(text, encoding="utf-8")
+    return len(files) - 1
+
+
 if __name__ == "__main__":
-    sys.exit(0 if localize(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "html")) else 1)
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "html")
+    ok = localize(target)
+    print(f"offline_assets: {file_openable(target)} data files embedded; index.html opens from the file system")
+    sys.exit(0 if ok else 1)

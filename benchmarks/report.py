@@ -170,14 +170,28 @@ def fmt(v: float | None, spec: str) -> str:
     return "" if v is None else format(v, spec)
 
 
-def markdown(result_path: Path, recs: list[dict], modes: tuple[str, ...] | None = None) -> str:
+def run_date(data: dict) -> datetime:
+    """When the benchmarks ran (asv's `date` is the commit's date): the latest `started_at` of the results."""
+    cols = data.get("result_columns", [])
+    started = [row[cols.index("started_at")] for row in data["results"].values()
+               if "started_at" in cols and len(row) > cols.index("started_at") and row[cols.index("started_at")]]
+    return datetime.fromtimestamp((max(started) if started else data["date"]) / 1000, UTC)
+
+
+def markdown(result_path: Path, recs: list[dict], modes: tuple[str, ...] | None = None,
+             load: dict | None = None) -> str:
+    from .load import warning
+
     data = json.loads(Path(result_path).read_text())
     machine = json.loads((Path(result_path).parent / "machine.json").read_text())
     ops = table(recs, lambda k: k not in ("module", *WORKLOADS))
     mods = table(recs, lambda k: k == "module")
     works = table(recs, lambda k: k in WORKLOADS)
-    lines = [f"Commit `{data['commit_hash'][:10]}`, machine `{machine.get('machine')}` ({machine.get('cpu')}, "
-             f"{machine.get('num_cpu')} CPUs), {datetime.fromtimestamp(data['date'] / 1000, UTC):%Y-%m-%d}. "
+    loaded = warning(load)
+    lines = [f"**{loaded}**", ""] if loaded else []
+    lines += [f"Run {run_date(data):%Y-%m-%d %H:%M} UTC, commit `{data['commit_hash'][:10]}` (committed "
+             f"{datetime.fromtimestamp(data['date'] / 1000, UTC):%Y-%m-%d}), machine `{machine.get('machine')}` "
+             f"({machine.get('cpu')}, {machine.get('num_cpu')} CPUs). "
              f"GB/s and % of copy bandwidth use the bytes-moved model in benchmarks/common.py (P Table 2 counts); "
              f"the copy is timed in the same process at the same byte count.", ""]
     lines += ["| op | shape | dtype | mode | backend | time | GB/s | % copy BW | overhead vs residual |",
@@ -215,7 +229,8 @@ def markdown(result_path: Path, recs: list[dict], modes: tuple[str, ...] | None 
     for t in targets(recs):
         verdict = "not measured" if t["met"] is None else "met" if t["met"] else "NOT met"
         ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}x, "
-        lines.append(f"- {t['target']}: {ratio}goal {t['goal']}: **{verdict}** ({t['detail']})")
+        caveat = "; machine loaded, unreliable" if loaded and t["met"] is not None else ""
+        lines.append(f"- {t['target']}: {ratio}goal {t['goal']}: **{verdict}** ({t['detail']}{caveat})")
     return "\n".join(lines) + "\n"
 
 
@@ -299,7 +314,7 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def snapshot(result_path: Path, dest_root: Path, command: str, recs: list[dict]) -> Path:
+def snapshot(result_path: Path, dest_root: Path, command: str, recs: list[dict], load: dict | None = None) -> Path:
     data = json.loads(Path(result_path).read_text())
     machine = json.loads((Path(result_path).parent / "machine.json").read_text())
     dest = Path(dest_root) / f"{machine['machine']}-{data['commit_hash'][:8]}"
@@ -312,10 +327,11 @@ def snapshot(result_path: Path, dest_root: Path, command: str, recs: list[dict])
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
                            text=True).stdout.strip()
     meta = {"commit": data["commit_hash"], "working_tree_dirty": bool(dirty), "command": command,
-            "date": datetime.fromtimestamp(data["date"] / 1000, UTC).isoformat(),
+            "date": run_date(data).isoformat(),
+            "commit_date": datetime.fromtimestamp(data["date"] / 1000, UTC).isoformat(),
             "machine": {**machine, "platform": platform.platform(), "processor": platform.processor(),
                         "load_average_1_5_15min_at_snapshot": list(os.getloadavg())},
-            "versions": versions(), "targets": targets(recs),
+            "versions": versions(), "targets": targets(recs), "machine_load": load,
             "env": {k: v for k, v in os.environ.items()
                     if k.startswith("MHC_") or k in ("OMP_NUM_THREADS", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")}}
     (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -334,10 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", type=Path, help="rewrite this README's bench-table section (forward+backward rows)")
     ap.add_argument("--snapshot", type=Path, help="copy results + machine + versions + command into this folder")
     ap.add_argument("--command", default=" ".join(sys.argv), help="the command that produced the results")
+    ap.add_argument("--load", type=Path, help="machine-load measurement of the run (benchmarks.load JSON)")
     args = ap.parse_args(argv)
+    from .load import read
+
     path = args.result_file or latest_result(args.results, args.machine)
     recs = records(path)
-    report = markdown(path, recs)
+    load = read(args.load)
+    report = markdown(path, recs, load=load)
     print(report)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
@@ -346,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         print(f"plot: {plot(recs, args.png)}")
     if args.readme:
-        ok = rewrite_readme(args.readme, markdown(path, recs, modes=(TARGET_MODE,)))
+        ok = rewrite_readme(args.readme, markdown(path, recs, modes=(TARGET_MODE,), load=load))
         print(f"README section {'rewritten' if ok else 'NOT rewritten (markers missing)'}: {args.readme}")
     if args.snapshot:
-        print(f"snapshot: {snapshot(path, args.snapshot, args.command, recs)}")
+        print(f"snapshot: {snapshot(path, args.snapshot, args.command, recs, load)}")
     return 0
 
 

@@ -52,3 +52,22 @@ def test_without_npm_the_pages_are_left_alone(tmp_path, monkeypatch):
 def test_rejects_a_folder_without_a_dashboard(tmp_path):
     with pytest.raises(ValueError, match="html_dir"):
         offline_assets.localize(tmp_path)
+
+
+def test_file_openable_embeds_the_data_and_drops_crossorigin(tmp_path):
+    page = ('<html><head><script src="vendor/jquery-jquery.min.js" crossorigin="anonymous" '
+            'referrerpolicy="no-referrer" onerror="js_load_failure()"></script>\n'
+            '<link rel="stylesheet" href="vendor/bootstrap-bootstrap.min.css" crossorigin="anonymous">\n'
+            '<script language="javascript" type="text/javascript"\n        src="asv.js">\n</script></head></html>')
+    (tmp_path / "index.html").write_text(page, encoding="utf-8")
+    (tmp_path / "index.json").write_text('{"benchmarks": {}}', encoding="utf-8")
+    (tmp_path / "graphs" / "summary").mkdir(parents=True)
+    (tmp_path / "graphs" / "summary" / "b.json").write_text("[[1, 2.5]]", encoding="utf-8")
+    assert offline_assets.file_openable(tmp_path) == 2
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "crossorigin" not in html and "referrerpolicy" not in html and 'onerror="js_load_failure()"' in html
+    assert html.index("mhc_data.js") < html.index("vendor/mhc_offline.js") < html.index('src="asv.js"')
+    data = (tmp_path / "mhc_data.js").read_text(encoding="utf-8")
+    assert '"graphs/summary/b.json":[[1,2.5]]' in data and '"index.json":{"benchmarks":{}}' in data
+    offline_assets.file_openable(tmp_path)  # idempotent: the scripts are inserted once
+    assert (tmp_path / "index.html").read_text(encoding="utf-8").count("mhc_offline.js") == 1
