@@ -1,7 +1,7 @@
 """Process-group setup shared by the launcher, the equivalence check and the backend's workers.
 
-- `init(...)`: gloo on CPU (NCCL on CUDA), 127.0.0.1 only, a process-group timeout (a collective or receive that
-  waits longer raises instead of hanging).
+- `init(...)`: gloo (or the backend asked for, e.g. NCCL for CUDA stages), 127.0.0.1 only, a process-group timeout
+  (a collective or receive that waits longer raises instead of hanging).
 - `Deadline(seconds)`: a watchdog thread that ends the process with a clear message when the whole run takes too
   long (exit status 3), whatever it is blocked in.
 - `on_termination()`: SIGTERM (what torchrun sends the surviving ranks when one rank dies) prints a clear message
@@ -17,14 +17,13 @@ import threading
 import time
 from datetime import timedelta
 
-import torch
 import torch.distributed as dist
 
 LOCALHOST = "127.0.0.1"
 
 
 def init(rank: int | None = None, world: int | None = None, port: int | None = None, timeout_s: float = 60.0,
-         backend: str | None = None) -> tuple[int, int]:
+         backend: str = "gloo") -> tuple[int, int]:
     """Join the process group (torchrun's environment when rank/world/port are None); returns (rank, world)."""
     rank = int(os.environ["RANK"]) if rank is None else rank
     world = int(os.environ["WORLD_SIZE"]) if world is None else world
@@ -32,7 +31,6 @@ def init(rank: int | None = None, world: int | None = None, port: int | None = N
     if addr not in (LOCALHOST, "localhost"):
         raise ValueError(f"the pipeline runs on one machine: MASTER_ADDR must be {LOCALHOST}, got {addr!r}")
     port = int(os.environ["MASTER_PORT"]) if port is None else port
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     dist.init_process_group(backend, init_method=f"tcp://{LOCALHOST}:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s))
     return rank, world

@@ -49,6 +49,8 @@ def parse(argv=None):
     p.add_argument("--vocab", type=int, default=64)
     p.add_argument("--recompute", type=int, default=0, help="recompute blocks of this many MHC layers (0: off)")
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: one GPU per rank (LOCAL_RANK) and NCCL; not run in this project (no GPU)")
     p.add_argument("--pg-timeout", type=float, default=30.0, help="process-group timeout, seconds")
     p.add_argument("--deadline", type=float, default=600.0, help="overall deadline, seconds")
     p.add_argument("--fail-rank", type=int, default=None)
@@ -60,16 +62,20 @@ def main(argv=None) -> int:
     args = parse(argv)
     deadline = distributed.Deadline(args.deadline, "training")
     distributed.on_termination()
-    rank, world = distributed.init(timeout_s=args.pg_timeout)
+    device = torch.device("cpu")
+    if args.device == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    rank, world = distributed.init(timeout_s=args.pg_timeout, backend="nccl" if device.type == "cuda" else "gloo")
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     stages = SCHEDULES[args.schedule].stages_per_rank * world
     M = args.microbatches or 2 * min_microbatches(args.schedule, world)
     cfg = LMConfig(vocab=args.vocab, dim=args.dim, n=args.n, blocks=args.blocks or stages, seq=args.seq,
                    heads=max(1, args.dim // 16))
-    lm = build_lm(cfg, seed=0)
+    lm = build_lm(cfg, seed=0).to(device)
     counter = RecomputeCounter()
     pipe = Pipeline(lambda s, ns: LMStage(lm, s, ns, args.recompute, counter), rank, world, args.schedule, M, lm_loss,
-                    lm_stage_io(cfg, args.mb_rows))
+                    lm_stage_io(cfg, args.mb_rows, device=device), device=device)
     params = [p for m in pipe.modules for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr)
     if rank == 0:
@@ -81,7 +87,7 @@ def main(argv=None) -> int:
             if args.fail_rank == rank and step == args.fail_step:
                 print(f"[rank {rank}] killing itself (SIGKILL) at step {step}, as asked", file=sys.stderr, flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
-            tokens, targets = generated_batch(cfg, M * args.mb_rows, step)
+            tokens, targets = (t.to(device) for t in generated_batch(cfg, M * args.mb_rows, step))
             opt.zero_grad(set_to_none=True)
             counter.reset()
             t0 = time.perf_counter()
