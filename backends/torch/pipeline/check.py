@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--schedules", default=",".join(SCHEDULES))
     parser.add_argument("--streams", default="1,4")
     parser.add_argument("--recompute", default="0,2")
-    parser.add_argument("--deadline", type=float, default=240.0)
+    parser.add_argument("--deadline", type=float, default=360.0)
     parser.add_argument("--ungrouped-weight-pass", action="store_true",
                         help="run the split backward's weight pass without GraphExecGroup (to count recomputations)")
     args = parser.parse_args(argv)
