@@ -73,6 +73,8 @@ class PipelineBackend(TorchBackend):
             raise ValueError(f"torch-pipeline: schedule {self.schedule!r} on {self.world_size} ranks needs "
                              f"microbatches a multiple of {need}, got {self.microbatches}")
         self.recompute_every = _option(recompute_every, "MHC_PIPELINE_RECOMPUTE", 0, int)
+        if self.recompute_every < 0:
+            raise ValueError(f"torch-pipeline: recompute_every must be >= 0 (0: off), got {self.recompute_every}")
         self.timeout_s = timeout_s
         self._pool = None
 
