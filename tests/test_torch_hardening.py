@@ -241,3 +241,75 @@ def test_float16_premix_overflow_is_named():
     with pytest.raises(ValueError, match="mhc_post_res: the mixed streams .* overflows float16"):
         mhc_post_res(x, torch.zeros(2, 3, dtype=torch.float16), torch.ones(2, 4), torch.ones(2, 4, 4))
     assert torch.isfinite(mhc_pre(x, torch.full((2, 4), 0.5))).all()  # 6e4 fits
+
+
+# -- modules: parameters, configuration in the state dict, DeepSeek loader names ---------------------------------------
+def _mhc(mode="mhc", preset="paper", **kw):
+    from torch import nn
+
+    from mhc_backends.torch import MHC
+
+    return MHC(nn.Linear(3, 3).double(), n=4, dim=3, mode=mode, preset=preset, **kw).double()
+
+
+@pytest.mark.parametrize("mode, name", [("mhc", "phi"), ("mhc", "alpha"), ("mhc", "b"), ("hc", "theta_res"),
+                                        ("hc", "b_res"), ("head", "phi_head"), ("head", "b_head")])
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_module_parameters_are_named(mode, name, bad, rng):
+    from mhc_backends.torch import CollapseStreams
+
+    m = CollapseStreams(4, 3, mode="head").double() if mode == "head" else _mhc(mode)
+    with torch.no_grad():
+        getattr(m, name).view(-1)[0] = bad
+    with pytest.raises(ValueError, match=f"{type(m).__name__}: {name} must be finite, got 1 NaN/Inf"):
+        m(torch.tensor(rng.standard_normal((2, 4, 3))))
+
+
+@pytest.mark.parametrize("kw", [{"alpha_init": math.inf}, {"alpha_init": math.nan}, {"phi_std": math.inf},
+                                {"res_offdiag": math.nan}])
+def test_non_finite_init_values_are_refused(kw):
+    from mhc_backends.torch import CollapseStreams
+
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"MHC: {name} must be finite"):
+        _mhc(**kw)
+    if name != "res_offdiag":
+        with pytest.raises(ValueError, match=f"CollapseStreams: {name} must be finite"):
+            CollapseStreams(4, 3, mode="head", **kw)
+
+
+def test_module_zero_token_with_rms_eps_zero_is_refused():
+    m = _mhc(rms_eps=0.0)
+    with pytest.raises(ValueError, match="MHC: x has a token whose n\\*C entries are all zero"):
+        m(torch.zeros(2, 4, 3, dtype=torch.float64))
+
+
+def test_state_dict_carries_the_configuration_and_refuses_another(rng):
+    paper, ds = _mhc(preset="paper"), _mhc(preset="deepseek_v4")
+    sd = paper.state_dict()
+    assert sd["_extra_state"]["preset"] == "paper" and sd["_extra_state"]["res_layout"] == "row_major"
+    with pytest.raises(ValueError, match="saved by a module with another configuration.*res_layout: saved 'row_major'"):
+        ds.load_state_dict(sd)
+    with pytest.raises(ValueError, match="t_max: saved 20, this module 10"):
+        _mhc(t_max=10).load_state_dict(sd)
+    with pytest.raises(ValueError, match="mode: saved 'mhc', this module 'hc'"):
+        _mhc(mode="hc").load_state_dict(sd, strict=False)
+    x = torch.tensor(rng.standard_normal((2, 4, 3)))
+    twin = _mhc(preset="paper")
+    twin.load_state_dict(sd)  # same configuration: loads, same outputs
+    assert torch.equal(twin(x), paper(x))
+    old = {k: v for k, v in sd.items() if k != "_extra_state"}  # saved before the entry existed
+    ds.load_state_dict(old)
+    assert torch.equal(ds.phi, paper.phi)
+
+
+def test_load_deepseek_names_its_own_arguments():
+    from mhc_backends.torch import CollapseStreams
+    from mhc_backends.torch.deepseek import load_deepseek, load_deepseek_head
+
+    m = _mhc(preset="deepseek_v4").float()
+    with pytest.raises(ValueError, match=r"load_deepseek: fn must have shape \(24, 12\) for this .* got \(24, 8\)"):
+        load_deepseek(m, torch.randn(24, 8), torch.ones(3), torch.zeros(24))
+    head = CollapseStreams(4, 3, mode="head", preset="deepseek_v4")
+    with pytest.raises(ValueError, match=r"load_deepseek_head: hc_head_fn must have shape \(4, 12\)"):
+        load_deepseek_head(head, torch.randn(4, 8), torch.ones(1), torch.zeros(4))

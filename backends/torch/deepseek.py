@@ -66,12 +66,17 @@ def head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base) -> dict[str, tor
     return {"phi_head": fn.t().contiguous(), "alpha_head": hc_head_scale.clone(), "b_head": hc_head_base.clone()}
 
 
-def _copy(module, params: dict[str, torch.Tensor], where: str) -> None:
+def _copy(module, params: dict[str, torch.Tensor], where: str, sources: dict[str, str]) -> None:
+    """Copy params into the module; a shape mismatch names the caller's argument (`sources`: parameter -> argument;
+    phi / phi_head come from the transposed `fn` / `hc_head_fn`)."""
     for name, value in params.items():
         target = getattr(module, name)
         if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(f"{where}: {name} must have shape {tuple(target.shape)} for this module "
-                             f"(n = {module.n}, C = {module.dim}), got {tuple(value.shape)}")
+            transposed = name.startswith("phi")
+            want = tuple(target.shape)[::-1] if transposed else tuple(target.shape)
+            got = tuple(value.shape)[::-1] if transposed else tuple(value.shape)
+            raise ValueError(f"{where}: {sources[name]} must have shape {want} for this module "
+                             f"(n = {module.n}, C = {module.dim}), got {got}")
     with torch.no_grad():
         for name, value in params.items():
             getattr(module, name).copy_(value)
@@ -86,7 +91,7 @@ def load_deepseek(module, fn, scale, base) -> None:
     if module.options["res_layout"] != "col_major":
         raise ValueError(f"{where}: DeepSeek's comb layout needs res_layout='col_major' (preset='{PRESET}'), the "
                          f"module has preset={module.preset!r} res_layout={module.options['res_layout']!r}")
-    _copy(module, from_deepseek(fn, scale, base), where)
+    _copy(module, from_deepseek(fn, scale, base), where, {"phi": "fn", "alpha": "scale", "b": "base"})
 
 
 def load_deepseek_head(module, hc_head_fn, hc_head_scale, hc_head_base) -> None:
@@ -95,7 +100,8 @@ def load_deepseek_head(module, hc_head_fn, hc_head_scale, hc_head_base) -> None:
     if getattr(module, "mode", None) != "head":
         raise ValueError(f"{where}: module must be a CollapseStreams with mode='head', got "
                          f"{type(module).__name__} mode={getattr(module, 'mode', None)!r}")
-    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), where)
+    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), where,
+          {"phi_head": "hc_head_fn", "alpha_head": "hc_head_scale", "b_head": "hc_head_base"})
 
 
 def load_deepseek_block(attn, ffn, state_dict: dict[str, torch.Tensor], prefix: str = "") -> None:

@@ -35,13 +35,16 @@ State-dict keys (besides `sublayer.*`, the wrapped module's own):
     mode "hc":    theta_pre (C,)  theta_post (C,)  theta_res (n, C)  alpha (3,)  b_pre (n,)  b_post (n,)  b_res (n, n)
     "fixed", "residual": none
     CollapseStreams(mode="head"): phi_head (n*C, n)  alpha_head (1,)  b_head (n,)
+    every MHC / CollapseStreams: _extra_state, the configuration dict (mode, n, dim, preset, resolved options)
 
 DeepSeek-V4 checkpoints (`fn` = phi^T, `scale` = alpha, `base` = b, comb in col_major order) load with
 `MHC.load_deepseek(fn, scale, base)` on a module built with preset="deepseek_v4"; the head with
 `CollapseStreams.load_deepseek(hc_head_fn, hc_head_scale, hc_head_base)` (see `mhc_backends.torch.deepseek`).
 
 Input checks: every forward checks x's shape (..., n, C), dtype and device against the parameters (no host sync);
-the NaN/Inf scan of x follows `set_check_finite` and is skipped under torch.compile.
+the NaN/Inf scan of x and of the module's own parameters (one sync for all) follows `set_check_finite` and is skipped
+under torch.compile. The state dict carries the configuration (mode, n, dim, preset and its resolved options) as
+`_extra_state`; loading one saved with another configuration is a ValueError (state dicts without it load as before).
 """
 
 from __future__ import annotations
@@ -104,6 +107,47 @@ def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: st
     _checks.check_finite("x", x, where)
 
 
+def _check_params(module: nn.Module, where: str) -> None:
+    """The module's own parameters hold no NaN/Inf (one host sync for all; part of the opt-out scan), as the fused
+    kernels' checks name them."""
+    params = [(k, p) for k, p in module._parameters.items() if p is not None]
+    if not params or not _checks.check_finite_enabled() or params[0][1].device.type == "meta":
+        return
+    if not bool(torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).all()):
+        for name, p in params:
+            _checks.check_finite(name, p, where)
+
+
+class _Config:
+    """Mixin: the module's configuration (mode, preset, resolved options) travels in the state dict as
+    `_extra_state`, and loading a state dict saved with another configuration is refused: the parameters' meaning
+    (e.g. the res_layout of b and phi's residual columns) and the outputs depend on it. State dicts without the
+    entry (saved before it existed) still load, unchecked."""
+
+    def _config(self) -> dict:
+        raise NotImplementedError
+
+    def get_extra_state(self) -> dict:
+        return self._config()
+
+    def set_extra_state(self, state) -> None:
+        mine = self._config()
+        if not isinstance(state, dict):
+            raise ValueError(f"{type(self).__name__}: the state dict's _extra_state must be the dict this class "
+                             f"saves, got {type(state).__name__}")
+        diff = {k: (state.get(k), mine[k]) for k in mine if k in state and state[k] != mine[k]}
+        if diff:
+            shown = ", ".join(f"{k}: saved {a!r}, this module {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"{type(self).__name__}: the state dict was saved by a module with another configuration "
+                             f"({shown}); build the module with the saved configuration, or convert the parameters")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "_extra_state"
+        if key not in state_dict:  # saved before the configuration was stored: load as before
+            state_dict[key] = self._config()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class _KeepFp32:
     """Mixin: the module's own parameters stay float32 when it is cast to a 16-bit dtype."""
 
@@ -115,7 +159,7 @@ class _KeepFp32:
         return self
 
 
-class MHC(_KeepFp32, nn.Module):
+class MHC(_Config, _KeepFp32, nn.Module):
     """One residual layer of P Eq. 3 around `sublayer` (see the module docstring for modes and parameters)."""
 
     def __init__(self, sublayer: nn.Module, n: int = 4, dim: int | None = None, preset: str = "paper",
@@ -131,6 +175,9 @@ class MHC(_KeepFp32, nn.Module):
         _checks.check_choice("impl", impl, IMPLS, where)
         _checks.check_choice("init", init, INITS, where)
         _checks.check_int("layer_index", layer_index, where, 0)
+        _checks.check_float("alpha_init", alpha_init, where, minimum=-math.inf)
+        _checks.check_float("phi_std", phi_std, where)
+        _checks.check_float("res_offdiag", res_offdiag, where)
         if mode in ("mhc", "hc"):
             if dim is None:
                 raise ValueError(f"{where}: mode={mode!r} needs dim = C (channels per stream), got None")
@@ -183,6 +230,9 @@ class MHC(_KeepFp32, nn.Module):
 
     def _ref_param(self) -> torch.Tensor | None:
         return self.alpha if self.mode in ("mhc", "hc") else None
+
+    def _config(self) -> dict:
+        return {"mode": self.mode, "n": self.n, "dim": self.dim, "preset": self.preset, **self.options}
 
     def load_deepseek(self, fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor) -> MHC:
         """Copy DeepSeek-V4 parameters (fn (n*n+2*n, n*C) = phi^T, scale (3,), base (n*n+2*n,)) into this module."""
@@ -263,6 +313,9 @@ class MHC(_KeepFp32, nn.Module):
         if self.mode == "fixed":  # H_pre = 1/n, H_post = 1, H_res = I
             f_out = self.call_sublayer(x.mean(dim=-2))
             return x + f_out.unsqueeze(-2)
+        _check_params(self, "MHC")
+        if self.impl == "eager":  # the kernels check their own inputs
+            _checks.check_nonzero_tokens(x, self.options["rms_eps"], "MHC", per_stream=self.mode == "hc")
         h_pre, h_post, h_res = self.maps_from(x, *self.params())
         f_out = self.call_sublayer(self.pre(x, h_pre))  # (..., C)
         return self.post_res(x, f_out, h_post, h_res)  # (..., n, C)
@@ -286,7 +339,7 @@ class ExpandStreams(nn.Module):
         return f"n={self.n}"
 
 
-class CollapseStreams(_KeepFp32, nn.Module):
+class CollapseStreams(_Config, _KeepFp32, nn.Module):
     """(..., n, C) -> (..., C) by `sum` (HC) or DeepSeek-V4's learned `head`:
     w = sigmoid(alpha_head (x_bar @ phi_head) / r + b_head) + pre_eps, y = sum_k w_k x_k.
 
@@ -301,6 +354,8 @@ class CollapseStreams(_KeepFp32, nn.Module):
         where = "CollapseStreams"
         self.n = _checks.check_int("n", n, where, 1)
         self.mode = _checks.check_choice("mode", mode, COLLAPSE_MODES, where)
+        _checks.check_float("alpha_init", alpha_init, where, minimum=-math.inf)
+        _checks.check_float("phi_std", phi_std, where)
         if preset not in SPEC.presets:
             raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
         self.dim, self.preset = dim, preset
@@ -323,6 +378,10 @@ class CollapseStreams(_KeepFp32, nn.Module):
             self.alpha_head.fill_(self._init_kw["alpha_init"])
             self.b_head.fill_(pre_bias(self.n))
 
+    def _config(self) -> dict:
+        return {"mode": self.mode, "n": self.n, "dim": self.dim, "preset": self.preset, "rms_eps": self.rms_eps,
+                "pre_eps": self.pre_eps}
+
     def load_deepseek(self, hc_head_fn, hc_head_scale, hc_head_base) -> CollapseStreams:
         """Copy DeepSeek-V4's head (hc_head_fn (n, n*C), hc_head_scale (1,), hc_head_base (n,)) into this module."""
         from .deepseek import load_deepseek_head
@@ -336,6 +395,8 @@ class CollapseStreams(_KeepFp32, nn.Module):
         if not head:
             return collapse_streams_unchecked(x, None, None, None, mode="sum", rms_eps=self.rms_eps,
                                               pre_eps=self.pre_eps)
+        _check_params(self, "CollapseStreams")
+        _checks.check_nonzero_tokens(x, self.rms_eps, "CollapseStreams")
         with torch.autocast(device_type=x.device.type, enabled=False):
             return collapse_streams_unchecked(x, self.phi_head, self.alpha_head, self.b_head, mode="head",
                                               rms_eps=self.rms_eps, pre_eps=self.pre_eps)
