@@ -1,11 +1,13 @@
 """Block sizes of the jax-pallas kernels: one frozen dataclass, chosen by one pure function of shapes.
 
-A config never changes what is computed, only how the work is blocked:
+A config never changes what is computed, only how the work is blocked (the math per token is the same for every
+config; what may move is rounding):
 - `block_t` (tokens per program), `block_c` (channels per program in the forward of mhc_pre / mhc_post_res) and
-  `sinkhorn_seg` (recompute segment of the Sinkhorn backward) change nothing at all, bitwise: every token is
-  computed by the same sequence of operations whatever the block;
-- `block_k` (the chunk of the n*C reduction of the projection and of dx) and `dphi_splits` (token ranges of the
-  d phi reduction, summed afterwards) set the summation order of long reductions: rounding only, the math is the same;
+  `sinkhorn_seg` (recompute segment of the Sinkhorn backward) do the same operations in the same order for every
+  token; only the compiled code of another tile shape may round a dot differently (seen: 1 float32 ulp on CPU);
+- `block_k` (the chunk of the n*C reduction of the projection and of dx), `block_c` in the backwards (the chunk of
+  the C reductions) and `dphi_splits` (token ranges of the d phi reduction, summed afterwards) set the summation
+  order of long reductions: rounding only;
 - `num_warps` / `num_stages` only map the programs onto a GPU (Triton lowering) and are ignored when interpreted.
 No kernel uses atomics, so two runs of one call are bitwise equal. The token count never becomes a compile-time
 constant beyond the padded size: tokens are padded to a multiple of `block_t` (a power of two that depends on n
