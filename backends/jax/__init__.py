@@ -1,8 +1,8 @@
 """JAX backends of mHC: `jax` (jnp ops, autodiff backward) and `jax-pallas` (Pallas kernels, in `kernels/`).
 
-Importing this package imports nothing from jax: the names below load their submodule on first access (PEP 562),
-so discovering backends never pays for jax. Nothing here changes jax's global x64 flag; float64 inputs are computed
-inside a scoped switch (`_checks.x64_scope`).
+Importing this package imports jax (not flax: the modules load on first access); listing the installed backends
+never imports it (the registry reads entry points only). Nothing here changes jax's global x64 flag; float64 inputs
+are computed inside a scoped switch (`_checks.x64_scope`).
 
 Exports the functional ops (`sinkhorn`, `mhc_coeffs`, `mhc_pre`, `mhc_post_res`, `mhc_layer`, `hc_coeffs`,
 `expand_streams`, `collapse_streams`, `amax_gain`, `mhc_stack`; options keyword-only, static under jit, defaults =
@@ -24,31 +24,36 @@ from __future__ import annotations
 
 import importlib
 
-_LAZY = {
-    "sinkhorn": "sinkhorn", "mhc_coeffs": "mhc_coeffs", "mhc_pre": "mhc_pre", "mhc_post_res": "mhc_post_res",
-    "mhc_layer": "mhc_layer", "hc_coeffs": "hc_coeffs", "expand_streams": "expand_streams",
-    "collapse_streams": "collapse_streams", "amax_gain": "amax_gain", "set_check_finite": "_checks",
-    "mhc_stack": "mhc_stack", "functional": None, "deepseek": None, "modules": None,
-    "init": "functional", "stack_init": "functional", "remat_policy": "functional",
-    "default_recompute_every": "functional",
-    "MHC": "modules", "ExpandStreams": "modules", "CollapseStreams": "modules",
-    "JaxBackend": "backend",
-}
+from . import backend as _backend_module  # noqa: F401  (load the submodule first: the function below keeps its name)
+from ._checks import set_check_finite
+from .amax_gain import amax_gain
+from .collapse_streams import collapse_streams
+from .expand_streams import expand_streams
+from .functional import default_recompute_every, remat_policy
+from .hc_coeffs import hc_coeffs
+from .mhc_coeffs import mhc_coeffs
+from .mhc_layer import mhc_layer
+from .mhc_post_res import mhc_post_res
+from .mhc_pre import mhc_pre
+from .mhc_stack import mhc_stack
+from .sinkhorn import sinkhorn
+
+_FLAX = ("MHC", "ExpandStreams", "CollapseStreams")  # need flax: loaded on first access (PEP 562)
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        if _LAZY[name] is None:  # a submodule
-            return importlib.import_module(f".{name}", __name__)
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _FLAX:
+        return getattr(importlib.import_module(".modules", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def backend():
     """The jnp backend `jax` (entry point `mhc_backends.jax:backend`)."""
-    from .backend import JaxBackend
-
-    return JaxBackend()
+    return _backend_module.JaxBackend()
 
 
-__all__ = ["backend", *_LAZY]
+__all__ = [
+    "backend", "set_check_finite", "sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack",
+    "hc_coeffs", "expand_streams", "collapse_streams", "amax_gain", "default_recompute_every", "remat_policy",
+    *_FLAX,
+]

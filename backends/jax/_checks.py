@@ -90,7 +90,8 @@ def check_finite(name: str, a, op: str) -> None:
     """No NaN/Inf in a, unless the scan is off or a is a tracer (see the module docstring)."""
     if not _state["check_finite"] or not is_concrete(a) or a.size == 0:
         return
-    finite = np.isfinite(a.astype(np.float32)) if isinstance(a, np.ndarray) else jnp.isfinite(a)
+    v = np.asarray(a)  # numpy, not jnp: a concrete array closed over by a jit trace must not become a tracer
+    finite = np.isfinite(v.astype(np.float32) if v.dtype.itemsize == 2 else v)
     if not bool(finite.all()):
         bad = int((~finite).sum())
         raise ValueError(f"{op}: {name} must be finite, got {bad} NaN/Inf entries "
