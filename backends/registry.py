@@ -21,6 +21,9 @@ def available_backends() -> dict[str, EntryPoint]:
 
 
 def _instantiate(obj, label: str) -> Backend:
+    if not isinstance(obj, Backend) and not callable(obj):
+        raise TypeError(f"backend {label!r} must name a mhc_backends.Backend or a zero-argument callable returning "
+                        f"one, got {type(obj).__name__} {obj!r}")
     backend = obj if isinstance(obj, Backend) else obj()
     if not isinstance(backend, Backend):
         raise TypeError(f"backend {label!r} must be a mhc_backends.Backend or return one, got {type(backend)}")
@@ -33,6 +36,8 @@ def load_backend(name: str) -> Backend:
         raise TypeError(f"backend name must be a non-empty str, got {name!r}")
     if ":" in name:
         module, _, attr = name.partition(":")
+        if not module or not attr or "" in attr.split("."):
+            raise ValueError(f"backend {name!r}: expected 'package.module:object' with both parts non-empty")
         try:
             obj = importlib.import_module(module)
         except ImportError as e:

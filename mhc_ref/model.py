@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._common import check_int, options
+from ._common import SPEC, check_int, options
 from .collapse_streams import collapse_streams
 from .expand_streams import expand_streams
 from .hc_coeffs import hc_coeffs, hc_coeffs_vjp
@@ -39,9 +39,27 @@ class Stack:
         self.n = check_int("n", self.n, "Stack", 1)
         if self.mode not in MODES:
             raise ValueError(f"Stack: mode must be one of {list(MODES)}, got {self.mode!r}")
+        if self.preset not in SPEC.presets:
+            raise ValueError(f"Stack: preset must be one of {sorted(SPEC.presets)}, got {self.preset!r}")
+        if not isinstance(self.sublayers, (list, tuple)):
+            raise TypeError(f"Stack: sublayers must be a list of sublayers, got {type(self.sublayers).__name__}")
+        for l, sub in enumerate(self.sublayers):
+            if not (callable(getattr(sub, "forward", None)) and callable(getattr(sub, "vjp", None))):
+                raise TypeError(f"Stack: sublayers[{l}] must have forward(u) -> (y, cache) and vjp(cache, g) -> "
+                                f"(du, grads) (see mhc_ref.sublayer), got {type(sub).__name__}")
+        if not isinstance(self.params, (list, tuple)):
+            raise TypeError(f"Stack: params must be a list of dicts, got {type(self.params).__name__}")
         if self.mode in ("mhc", "hc") and len(self.params) != len(self.sublayers):
             raise ValueError(f"Stack: mode={self.mode!r} needs one params dict per sublayer, got "
                              f"{len(self.params)} params for {len(self.sublayers)} sublayers")
+        need = {"mhc": ("phi", "alpha", "b"), "hc": _HC_NAMES}.get(self.mode, ())
+        for l, p in enumerate(self.params if need else ()):
+            if not isinstance(p, dict):
+                raise TypeError(f"Stack: params[{l}] must be a dict with keys {list(need)}, got {type(p).__name__}")
+            missing = [k for k in need if k not in p]
+            if missing:
+                raise ValueError(f"Stack: params[{l}] misses {missing} for mode={self.mode!r} (keys {list(need)}, "
+                                 f"e.g. from mhc_ref.mhc_init / hc_init)")
         self._opts = options("mhc_coeffs", self.preset, {})
 
     # -- maps -----------------------------------------------------------------------------------------------------
