@@ -40,9 +40,10 @@ from .runner import run_suite
 SPEC = load()
 COLUMNS = (*SPEC.conformance["dtypes"], "any")
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
-LEGEND = ("legend: Np passed, NF failed or errored, Ns skipped (not claimed), Nx known failure, NX known failure "
-          "that passed;\n        hR worst error/bound ratio (<= 1 passes); 'not claimed': op or dtype not declared; "
-          "'-': no tests; 'any': dtype-independent tests")
+LEGEND = "\n".join((
+    "legend: Np passed, NF failed or errored, Ns skipped (not claimed), Nx known failure, NX known failure passed;",
+    "        hR worst error/bound ratio of the checks (<= 1 passes); 'not claimed': the backend declares neither",
+    "        the op nor the dtype; '-': no tests; column 'any': dtype-independent tests (bad calls, non-finite input)"))
 
 
 def default_profile(backend: str) -> str:
