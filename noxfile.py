@@ -52,3 +52,14 @@ def bench(session: nox.Session) -> None:
     """asv benchmarks of the current checkout, then the HTML dashboard (`-- --quick` for the CPU quick profile)."""
     install(session, "-e", ".[test,torch,bench]")
     session.run("python", "-m", "benchmarks.run", *session.posargs, env=CPU_ENV)
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """One command for a machine with one NVIDIA GPU, <= 8 minutes (benchmarks/gpu.py): conformance of every CUDA
+    backend, copy bandwidth, the fused ops and the layer at paper_3b / paper_27b in bfloat16 (% of copy bandwidth),
+    the W2-style block overhead, liger-kernel beside them, bitwise determinism; JSON + Markdown under
+    benchmarks/results/<device>-<commit>/. `nox -s gpu -- --dry-run` checks every step on a CPU (CI runs it as a
+    test). No constraints file and no TRITON_INTERPRET: the GPU needs the CUDA build of torch and compiled kernels."""
+    session.install("-e", ".[test,torch,bench,peers]")
+    session.run("python", "-m", "benchmarks.gpu", *session.posargs)
