@@ -5,7 +5,8 @@ For each op, starting from one valid call (n = 3, C = 4, L = 2, one leading dim 
   number, or the leading dims `...` shared with another input); a dim that nothing else constrains is skipped,
   since changing it gives another valid call;
 - rank: an input with fewer dims than its shape string has named dims;
-- options: out of range (below `min`), of the wrong type, not finite, not among `choices`, and an unknown keyword;
+- options: out of range (below `min`, above `max`), of the wrong type, not finite (NaN, +inf), not among
+  `choices`, and an unknown keyword;
 - required/forbidden: an input whose `required_when` choice is selected is missing (or given when it is not);
 - non-finite: NaN or Inf in one entry of an input (the reference rejects them; `nonfinite_calls`).
 """
@@ -73,11 +74,15 @@ def _bad_option_values(name: str) -> list[tuple[str, Any]]:
     if opt.type == "int":
         if opt.min is not None:
             out.append((f"{name}={int(opt.min) - 1}", int(opt.min) - 1))
+        if opt.max is not None:
+            out.append((f"{name}={int(opt.max) + 1}", int(opt.max) + 1))
         out += [(f"{name}=2.5", 2.5), (f"{name}=True", True)]
     elif opt.type == "float":
         if opt.min is not None:
             out.append((f"{name}={opt.min - 1.0}", opt.min - 1.0))
-        out += [(f"{name}=nan", math.nan), (f"{name}='0.1'", "0.1")]
+        if opt.max is not None:
+            out.append((f"{name}={opt.max * 2 + 1.0}", opt.max * 2 + 1.0))
+        out += [(f"{name}=nan", math.nan), (f"{name}=inf", math.inf), (f"{name}='0.1'", "0.1")]
     elif opt.type == "str":
         out += [(f"{name}='bogus'", "bogus"), (f"{name}=3", 3)]
     return out

@@ -312,5 +312,7 @@ def large_sizes(op: str) -> dict[str, int]:
 
 
 def draw_large(data, op: str, backend, dtype: str) -> Draw:
-    """The large example of `op`: the table's [conformance.large] sizes and leading dims, other values drawn."""
-    return draw(data, op, backend, dtype, lead=tuple(int(d) for d in CONF["large"]["lead"]), **large_sizes(op))
+    """The large example of `op`: the table's [conformance.large] sizes, leading dims and t_max; the rest drawn."""
+    large = CONF["large"]
+    pins = {"t_max": int(large["t_max"])} if "t_max" in SPEC.op(op).options else {}
+    return draw(data, op, backend, dtype, lead=tuple(int(d) for d in large["lead"]), **large_sizes(op), **pins)
