@@ -65,12 +65,16 @@ def head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base) -> dict:
 def _copy(module, params: dict, where: str) -> None:
     for name, value in params.items():
         target = getattr(module, name)
-        if tuple(value.shape) != tuple(target.value.shape):
-            raise ValueError(f"{where}: {name} must have shape {tuple(target.value.shape)} for this module "
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(f"{where}: {name} must have shape {tuple(target.shape)} for this module "
                              f"(n = {module.n}, C = {module.dim}), got {tuple(value.shape)}")
     for name, value in params.items():
         target = getattr(module, name)
-        target.value = jnp.asarray(value, target.value.dtype)
+        value = jnp.asarray(value, target.dtype)
+        if hasattr(target, "set_value"):  # flax >= 0.12 (the .value setter is deprecated there)
+            target.set_value(value)
+        else:
+            target.value = value
 
 
 def load_deepseek(module, fn, scale, base) -> None:

@@ -116,9 +116,9 @@ class MHC(nnx.Module):
     def params(self) -> tuple:
         """The map parameters' values in the order `maps_from` takes them."""
         if self.mode == "mhc":
-            return (self.phi.value, self.alpha.value, self.b.value)
+            return (self.phi[...], self.alpha[...], self.b[...])
         if self.mode == "hc":
-            return tuple(getattr(self, k).value for k in HC_NAMES)
+            return tuple(getattr(self, k)[...] for k in HC_NAMES)
         return ()
 
     def load_deepseek(self, fn, scale, base) -> MHC:
@@ -252,6 +252,6 @@ class CollapseStreams(nnx.Module):
     def __call__(self, x):
         head = self.mode == "head"
         _check_state(x, self.n, self.dim if head else None, self.param_dtype, "CollapseStreams")
-        params = (self.phi_head.value, self.alpha_head.value, self.b_head.value) if head else (None, None, None)
+        params = (self.phi_head[...], self.alpha_head[...], self.b_head[...]) if head else (None, None, None)
         with _checks.x64_scope(x):
             return collapse_streams_unchecked(x, *params, mode=self.mode, rms_eps=self.rms_eps, pre_eps=self.pre_eps)
