@@ -18,8 +18,9 @@ Reading the matrix (the legend is printed with it):
 Exit status: 0 when every backend passed, 1 when one has a failure or could not be run, 2 when pytest or
 hypothesis is missing (install them with `pip install 'mhc-spec[conformance]'`).
 
-Profiles: MHC_HYPOTHESIS_PROFILE (default ci) for every backend; Triton backends under TRITON_INTERPRET=1 get
-`ci-slow` unless `--profile-for` says otherwise. Arguments after `--` go to every pytest run.
+Profiles: MHC_HYPOTHESIS_PROFILE (default ci) for every backend; Triton backends under TRITON_INTERPRET=1 and
+`jax-pallas` (interpreted on CPU) get `ci-slow` from `ci` unless `--profile-for` says otherwise. Arguments after
+`--` go to every pytest run.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def default_profile(backend: str) -> str:
     base = os.environ.get("MHC_HYPOTHESIS_PROFILE", "ci")
     if "triton" in backend and os.environ.get("TRITON_INTERPRET") == "1" and base == "ci":
         return "ci-slow"  # every kernel call is interpreted in Python
+    if backend == "jax-pallas" and base == "ci":
+        return "ci-slow"  # on CPU the Pallas kernels are interpreted: each new shape compiles them (~1-3 s)
     return base
 
 

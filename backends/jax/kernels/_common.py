@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
 from .config import KernelConfig
@@ -51,3 +54,13 @@ def compiler_params(conf: KernelConfig, interpret: bool):
     if interpret or jax.default_backend() == "tpu":
         return None
     return pl_triton.CompilerParams(num_warps=conf.num_warps, num_stages=conf.num_stages)
+
+
+def scalar_spec(a: jax.Array):
+    """BlockSpec of a small 1-D array of runtime scalars (options), the whole array in every program."""
+    return pl.BlockSpec(a.shape, lambda *_: (0,) * a.ndim)
+
+
+def static_part(conf: KernelConfig) -> KernelConfig:
+    """The config without its runtime values (the Sinkhorn segment is passed as a scalar): the compile-cache key."""
+    return dataclasses.replace(conf, sinkhorn_seg=0)

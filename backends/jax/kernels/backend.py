@@ -13,9 +13,16 @@ backend): the kernels are written dtype-generic, but float64 has not been run on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
 from mhc_spec.table import load
 
 from ...base import Capabilities
+from .. import _checks
 from ..backend import JaxBackend
 from ._common import default_interpret
 from .mhc_coeffs import mhc_coeffs
@@ -46,6 +53,36 @@ class PallasBackend(JaxBackend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "pallas_interpret": str(default_interpret())}
+
+    def vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options) -> dict[str, Any]:
+        """jax.vjp through `op`, not jitted as a whole: the kernels' pallas_calls are jitted and cached per padded
+        shape and static setting (option values are runtime scalars), so calls that differ in token count or option
+        values reuse compiled kernels, where the jnp backend's one-jit vjp would recompile them for each."""
+        spec = SPEC.op(op)
+        if op not in self.capabilities.grad_ops:
+            raise NotImplementedError(f"backend {self.name!r} implements no VJP for {op!r}")
+        names = [a.name for a in spec.inputs]
+        if len(inputs) != len(names) or len(cotangents) != len(spec.outputs):
+            raise ValueError(f"vjp({op!r}): expected inputs {names} and cotangents {[o.name for o in spec.outputs]}, "
+                             f"got {len(inputs)} and {len(cotangents)}")
+        wanted = [i for i, name in enumerate(names) if name in spec.diff_inputs and inputs[i] is not None]
+        fn = getattr(self, op)
+
+        def f(*diff):
+            args = list(inputs)
+            for i, a in zip(wanted, diff):
+                args[i] = a
+            out = fn(*args, **options)  # validates, including the NaN/Inf scan of the (concrete) inputs
+            return out if isinstance(out, tuple) else (out,)
+
+        with _checks.x64_scope(*inputs, *cotangents):
+            for name, a in zip(names, inputs):  # under jax.vjp the differentiated inputs are tracers: scan them here
+                if a is not None and hasattr(a, "dtype"):
+                    _checks.check_finite(name, a, op)
+            outputs, pullback = jax.vjp(f, *[inputs[i] for i in wanted])
+            grads = pullback(tuple(jnp.zeros_like(o) if c is None else jnp.asarray(c).astype(o.dtype)
+                                   for o, c in zip(outputs, cotangents)))
+        return {names[i]: g for i, g in zip(wanted, grads)}
 
 
 def backend() -> PallasBackend:

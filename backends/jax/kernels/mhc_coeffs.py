@@ -37,13 +37,22 @@ from .. import _checks
 from ..mhc_coeffs import mat, validate, validate_options
 from ..mhc_coeffs import mhc_coeffs_unchecked as mhc_coeffs_jnp
 from . import config as cfg
-from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up
+from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up, scalar_spec, static_part
 from .sinkhorn import NEG_INF, Axes, log_eps_of, sinkhorn_tile, sinkhorn_tile_bwd
 
 OP = "mhc_coeffs"
 HIGHEST = lax.Precision.HIGHEST  # float32 dots in full float32 (IEEE on GPU, no bf16 passes on TPU)
 CONTRACT_LAST = (((1,), (1,)), ((), ()))  # a @ b.T
 CONTRACT_FIRST = (((0,), (0,)), ((), ()))  # a.T @ b
+
+
+@dataclass(frozen=True)
+class Static:
+    """What the compiled kernels depend on (the option values reach them as runtime scalars)."""
+
+    has_eps: bool
+    res_layout: str
+    interpret: bool
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,9 @@ class Options:
     res_layout: str
     interpret: bool
     backward: str  # "pallas" or "reference" (the VJP of the jnp op)
+
+    def static(self) -> Static:
+        return Static(self.sinkhorn_eps > 0, self.res_layout, self.interpret)
 
     def jnp_options(self) -> dict:
         return dict(t_max=self.t_max, sinkhorn_eps=self.sinkhorn_eps, pre_eps=self.pre_eps,
@@ -85,21 +97,22 @@ def _axes(res_layout: str) -> Axes:
 # ---------------------------------------------------------------------------------------------------------------
 # Forward kernel
 # ---------------------------------------------------------------------------------------------------------------
-def _coeffs_fwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_ref, *, n, D, RP, NP, block_k,
-                       o: Options):
+def _coeffs_fwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_ref, *, n, D, RP, NP,
+                       block_k, k: Static):
     acc = tile_ref.dtype
     BT, Dp = x_ref.shape
     W = RP * NP
 
     def chunk(kb, carry):  # projection and square-sum in one pass over x_bar
         p, ss = carry
-        k = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
-        xk = x_ref[:, k].astype(acc)  # (BT, BK)
-        p = p + jnp.dot(xk, phi_ref[k, :], precision=HIGHEST, preferred_element_type=acc)  # (BT, W)
+        ks = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        xk = x_ref[:, ks].astype(acc)  # (BT, BK)
+        p = p + jnp.dot(xk, phi_ref[ks, :], precision=HIGHEST, preferred_element_type=acc)  # (BT, W)
         return p, ss + jnp.sum(xk * xk, axis=1)
 
     p, ss = lax.fori_loop(0, Dp // block_k, chunk, (jnp.zeros((BT, W), acc), jnp.zeros((BT,), acc)))
-    r = jnp.sqrt(ss / D + o.rms_eps)  # (BT,)
+    rms_eps, pre_eps, post_scale, log_eps = (f_ref[i] for i in range(4))
+    r = jnp.sqrt(ss / D + rms_eps)  # (BT,)
     m = p / r[:, None]
     m_ref[...] = m
     r_ref[...] = r
@@ -107,8 +120,9 @@ def _coeffs_fwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_r
     z = (scale_ref[...] * m + bias_ref[...]).reshape(BT, RP, NP)  # logits of all three maps
     rr, _, is_res = _tile_masks(BT, n, RP, NP)
     sig, _ = _sigmoid(z)
-    u = sinkhorn_tile(jnp.where(is_res, z, NEG_INF), is_res, o.t_max, log_eps_of(o.sinkhorn_eps), _axes(o.res_layout))
-    out = jnp.where(rr == 0, sig + o.pre_eps, jnp.where(rr == 1, o.post_scale * sig, jnp.exp(u)))
+    u = sinkhorn_tile(jnp.where(is_res, z, NEG_INF), is_res, i_ref[0], log_eps if k.has_eps else None,
+                      _axes(k.res_layout))
+    out = jnp.where(rr == 0, sig + pre_eps, jnp.where(rr == 1, post_scale * sig, jnp.exp(u)))
     tile_ref[...] = out.reshape(BT, W)
 
 
@@ -142,25 +156,26 @@ def _layout(x, n: int, conf: cfg.KernelConfig, RP: int, NP: int):
 
 
 @functools.cache
-def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, o: Options):
+def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
     RP, NP = cfg.tile_dims(n)
     W = RP * NP
 
-    def run(xb, phi_t, scale, bias):
+    def run(ints, floats, xb, phi_t, scale, bias):
         Np, Dp = xb.shape
         BT = conf.block_t
         acc = phi_t.dtype
         tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
         return pl.pallas_call(
-            partial(_coeffs_fwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, o=o),
+            partial(_coeffs_fwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, k=k),
             out_shape=(jax.ShapeDtypeStruct((Np, W), acc), jax.ShapeDtypeStruct((Np, W), acc),
                        jax.ShapeDtypeStruct((Np,), acc)),
             grid=(Np // BT,),
-            in_specs=[pl.BlockSpec((BT, Dp), lambda i: (i, 0)), pl.BlockSpec((Dp, W), lambda i: (0, 0)),
-                      pl.BlockSpec((1, W), lambda i: (0, 0)), pl.BlockSpec((1, W), lambda i: (0, 0))],
+            in_specs=[scalar_spec(ints), scalar_spec(floats), pl.BlockSpec((BT, Dp), lambda i: (i, 0)),
+                      pl.BlockSpec((Dp, W), lambda i: (0, 0)), pl.BlockSpec((1, W), lambda i: (0, 0)),
+                      pl.BlockSpec((1, W), lambda i: (0, 0))],
             out_specs=(tok, tok, pl.BlockSpec((BT,), lambda i: (i,))),
-            interpret=o.interpret, compiler_params=compiler_params(conf, o.interpret), name="mhc_coeffs_fwd",
-        )(xb, phi_t, scale, bias)
+            interpret=k.interpret, compiler_params=compiler_params(conf, k.interpret), name="mhc_coeffs_fwd",
+        )(ints, floats, xb, phi_t, scale, bias)
 
     return jax.jit(run)
 
@@ -173,15 +188,17 @@ def _prepare(x, phi, alpha, b, o: Options):
     xb = _layout(x, n, conf, RP, NP)
     phi_t = pad_to(_as_tile(phi.astype(acc), n, RP, NP), 0, xb.shape[1])  # (D_pad, W)
     scale, bias = _scale_bias(alpha, b, n, RP, NP, acc)
-    return conf, RP, NP, xb, phi_t, scale, bias
+    ints = jnp.asarray([o.t_max, conf.sinkhorn_seg], jnp.int32)
+    floats = jnp.asarray([o.rms_eps, o.pre_eps, o.post_scale, log_eps_of(o.sinkhorn_eps)], acc)
+    return conf, RP, NP, (ints, floats, xb, phi_t, scale, bias)
 
 
 def coeffs_forward(x, phi, alpha, b, o: Options):
     """x (N, n, C) -> (h_pre (N, n), h_post (N, n), h_res (N, n, n)) in the compute dtype, and the saved m (N_pad, W),
     r (N_pad,)."""
     N, n, C = x.shape
-    conf, RP, NP, xb, phi_t, scale, bias = _prepare(x, phi, alpha, b, o)
-    tile, m, r = _fwd_call(n, n * C, conf, o)(xb, phi_t, scale, bias)
+    conf, RP, NP, args = _prepare(x, phi, alpha, b, o)
+    tile, m, r = _fwd_call(n, n * C, static_part(conf), o.static())(*args)
     maps = _from_tile(tile[:N], n, RP, NP)  # (N, n^2+2n)
     return (maps[:, :n], maps[:, n:2 * n], mat(maps[:, 2 * n:], n, o.res_layout)), (m, r)
 
@@ -206,8 +223,8 @@ def coeffs_forward(x, phi, alpha, b, o: Options):
 #   with dp = dz * scale / r rebuilt from dz: one program per (chunk of n*C, token range), the partials
 #   (splits, D_pad, W) summed by jnp afterwards. No atomics: the result is bitwise reproducible.
 # ---------------------------------------------------------------------------------------------------------------
-def _coeffs_bwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref, dx_ref, dz_ref, *, n, D, RP, NP,
-                       block_k, seg, o: Options):
+def _coeffs_bwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref, dx_ref, dz_ref, *,
+                       n, D, RP, NP, block_k, k: Static):
     acc = m_ref.dtype
     BT, Dp = x_ref.shape
     W = RP * NP
@@ -218,9 +235,9 @@ def _coeffs_bwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref,
     g = g_ref[...].reshape(BT, RP, NP)
     rr, in_tile, is_res = _tile_masks(BT, n, RP, NP)
     _, dsig = _sigmoid(z)
-    dz_sig = jnp.where(rr == 0, g, jnp.where(rr == 1, o.post_scale * g, 0.0)) * dsig
-    dz_res = sinkhorn_tile_bwd(jnp.where(is_res, z, NEG_INF), jnp.where(is_res, g, 0.0), is_res, o.t_max, seg,
-                               log_eps_of(o.sinkhorn_eps), _axes(o.res_layout))
+    dz_sig = jnp.where(rr == 0, g, jnp.where(rr == 1, f_ref[2] * g, 0.0)) * dsig
+    dz_res = sinkhorn_tile_bwd(jnp.where(is_res, z, NEG_INF), jnp.where(is_res, g, 0.0), is_res, i_ref[0], i_ref[1],
+                               f_ref[3] if k.has_eps else None, _axes(k.res_layout))
     dz = jnp.where(in_tile, jnp.where(rr >= 2, dz_res, dz_sig), 0.0).reshape(BT, W)
     dz_ref[...] = dz
 
@@ -229,9 +246,9 @@ def _coeffs_bwd_kernel(x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref,
     coef = (dr / (D * r))[:, None]
 
     def chunk(kb, carry):
-        k = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
-        dx = lax.dot_general(dp, phi_ref[k, :], CONTRACT_LAST, precision=HIGHEST, preferred_element_type=acc)
-        dx_ref[:, k] = (dx + coef * x_ref[:, k].astype(acc)).astype(dx_ref.dtype)
+        ks = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
+        dx = lax.dot_general(dp, phi_ref[ks, :], CONTRACT_LAST, precision=HIGHEST, preferred_element_type=acc)
+        dx_ref[:, ks] = (dx + coef * x_ref[:, ks].astype(acc)).astype(dx_ref.dtype)
         return carry
 
     lax.fori_loop(0, Dp // block_k, chunk, 0)
@@ -254,26 +271,26 @@ def _coeffs_dphi_kernel(x_ref, dz_ref, r_ref, scale_ref, out_ref, *, block_t):
 # Backward launcher
 # ---------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, o: Options):
+def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
     RP, NP = cfg.tile_dims(n)
     W = RP * NP
-    params = compiler_params(conf, o.interpret)
+    params = compiler_params(conf, k.interpret)
 
-    def run(xb, phi_t, scale, bias, m, r, g_tile):
+    def run(ints, floats, xb, phi_t, scale, bias, m, r, g_tile):
         Np, Dp = xb.shape
         acc = m.dtype
         BT, S, BKd = conf.block_t, conf.dphi_splits, conf.dphi_block_k
         tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
         row = pl.BlockSpec((1, W), lambda *_: (0, 0))
         dx, dz = pl.pallas_call(
-            partial(_coeffs_bwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, seg=conf.sinkhorn_seg, o=o),
+            partial(_coeffs_bwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, k=k),
             out_shape=(jax.ShapeDtypeStruct(xb.shape, xb.dtype), jax.ShapeDtypeStruct((Np, W), acc)),
             grid=(Np // BT,),
-            in_specs=[pl.BlockSpec((BT, Dp), lambda i: (i, 0)), pl.BlockSpec((Dp, W), lambda i: (0, 0)), row, row,
-                      tok, pl.BlockSpec((BT,), lambda i: (i,)), tok],
+            in_specs=[scalar_spec(ints), scalar_spec(floats), pl.BlockSpec((BT, Dp), lambda i: (i, 0)),
+                      pl.BlockSpec((Dp, W), lambda i: (0, 0)), row, row, tok, pl.BlockSpec((BT,), lambda i: (i,)), tok],
             out_specs=(pl.BlockSpec((BT, Dp), lambda i: (i, 0)), tok),
-            interpret=o.interpret, compiler_params=params, name="mhc_coeffs_bwd",
-        )(xb, phi_t, scale, bias, m, r, g_tile)
+            interpret=k.interpret, compiler_params=params, name="mhc_coeffs_bwd",
+        )(ints, floats, xb, phi_t, scale, bias, m, r, g_tile)
         per = Np // S  # tokens per split, a multiple of BT
         parts = pl.pallas_call(
             partial(_coeffs_dphi_kernel, block_t=BT),
@@ -282,7 +299,7 @@ def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, o: Options):
             in_specs=[pl.BlockSpec((per, BKd), lambda kb, s: (s, kb)), pl.BlockSpec((per, W), lambda kb, s: (s, 0)),
                       pl.BlockSpec((per,), lambda kb, s: (s,)), row],
             out_specs=pl.BlockSpec((pl.squeezed, BKd, W), lambda kb, s: (s, kb, 0)),
-            interpret=o.interpret, compiler_params=params, name="mhc_coeffs_dphi",
+            interpret=k.interpret, compiler_params=params, name="mhc_coeffs_dphi",
         )(xb, dz, r, scale)
         return dx, dz, parts[0] if S == 1 else jnp.sum(parts, axis=0)
 
@@ -294,12 +311,13 @@ def coeffs_backward(x, phi, alpha, b, saved, g_pre, g_post, g_res, o: Options):
     N, n, C = x.shape
     D = n * C
     m, r = saved
-    conf, RP, NP, xb, phi_t, scale, bias = _prepare(x, phi, alpha, b, o)
+    conf, RP, NP, args = _prepare(x, phi, alpha, b, o)
+    xb = args[2]
     acc = m.dtype
     g_v = g_res if o.res_layout == "row_major" else jnp.swapaxes(g_res, -1, -2)  # H -> v order (inverse of mat)
     g = jnp.concatenate([g_pre.astype(acc), g_post.astype(acc), g_v.astype(acc).reshape(N, n * n)], axis=-1)
     g_tile = pad_to(_as_tile(g, n, RP, NP), 0, xb.shape[0])
-    dxb, dz_t, dphi_t = _bwd_call(n, D, conf, o)(xb, phi_t, scale, bias, m, r, g_tile)
+    dxb, dz_t, dphi_t = _bwd_call(n, D, static_part(conf), o.static())(*args, m, r, g_tile)
     dz = _from_tile(dz_t[:N], n, RP, NP)  # (N, n^2+2n)
     dzm = jnp.sum(dz * _from_tile(m[:N], n, RP, NP), axis=0)  # per column over tokens, then per group
     dalpha = jnp.stack([jnp.sum(dzm[:n]), jnp.sum(dzm[n:2 * n]), jnp.sum(dzm[2 * n:])])

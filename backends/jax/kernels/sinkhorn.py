@@ -36,7 +36,7 @@ from .. import _checks
 from ..sinkhorn import sinkhorn_unchecked as sinkhorn_jnp
 from ..sinkhorn import validate as validate_sinkhorn
 from . import config as cfg
-from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up
+from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up, scalar_spec, static_part
 
 OP = "sinkhorn"
 NEG_INF = -jnp.inf
@@ -170,46 +170,47 @@ def _valid(shape, n: int):
     return (i < n) & (j < n)
 
 
-def _fwd_kernel(l_ref, h_ref, *, n, t_max, log_eps):
-    u = l_ref[...].astype(compute_dtype(l_ref.dtype))  # (BT, NP, NP)
+def _fwd_kernel(i_ref, f_ref, l_ref, h_ref, *, n, has_eps):
+    u = l_ref[...].astype(f_ref.dtype)  # (BT, NP, NP)
     valid = _valid(u.shape, n)
-    u = sinkhorn_tile(jnp.where(valid, u, NEG_INF), valid, t_max, log_eps, ROW_MAJOR)
+    log_eps = f_ref[0] if has_eps else None
+    u = sinkhorn_tile(jnp.where(valid, u, NEG_INF), valid, i_ref[0], log_eps, ROW_MAJOR)
     h_ref[...] = jnp.exp(u).astype(h_ref.dtype)
 
 
-def _bwd_kernel(l_ref, g_ref, dl_ref, *, n, t_max, seg, log_eps):
-    acc = compute_dtype(l_ref.dtype)
-    u = l_ref[...].astype(acc)
+def _bwd_kernel(i_ref, f_ref, l_ref, g_ref, dl_ref, *, n, has_eps):
+    u = l_ref[...].astype(f_ref.dtype)
     valid = _valid(u.shape, n)
-    g = jnp.where(valid, g_ref[...].astype(acc), 0.0)
-    du = sinkhorn_tile_bwd(jnp.where(valid, u, NEG_INF), g, valid, t_max, seg, log_eps, ROW_MAJOR)
+    g = jnp.where(valid, g_ref[...].astype(f_ref.dtype), 0.0)
+    log_eps = f_ref[0] if has_eps else None
+    du = sinkhorn_tile_bwd(jnp.where(valid, u, NEG_INF), g, valid, i_ref[0], i_ref[1], log_eps, ROW_MAJOR)
     dl_ref[...] = du.astype(dl_ref.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Launchers: (N, n, n) arrays padded to (N_pad, NP, NP); padding lanes are masked inside the kernels
+# Launchers: (N, n, n) arrays padded to (N_pad, NP, NP); padding lanes are masked inside the kernels.
+# t_max, the recompute segment and log eps reach the kernels as runtime scalars (int32 and compute-dtype arrays),
+# so one compiled kernel serves every value of them; only eps > 0 vs eps = 0 is a different kernel.
 # ---------------------------------------------------------------------------------------------------------------
-def log_eps_of(eps: float):
-    return math.log(eps) if eps > 0 else None
+def log_eps_of(eps: float) -> float:
+    return math.log(eps) if eps > 0 else 0.0
 
 
 @functools.cache
-def _tile_call(backward: bool, n: int, t_max: int, log_eps, conf: cfg.KernelConfig, interpret: bool):
+def _tile_call(backward: bool, n: int, has_eps: bool, conf: cfg.KernelConfig, interpret: bool):
     """The jitted pallas_call over padded (N_pad, NP, NP) arrays, one per static setting (jit then caches per
     padded token count, so eager calls of different leading shapes share compiled kernels)."""
-    if backward:
-        kernel = partial(_bwd_kernel, n=n, t_max=t_max, seg=conf.sinkhorn_seg, log_eps=log_eps)
-    else:
-        kernel = partial(_fwd_kernel, n=n, t_max=t_max, log_eps=log_eps)
+    kernel = partial(_bwd_kernel if backward else _fwd_kernel, n=n, has_eps=has_eps)
 
-    def run(*padded):
+    def run(ints, floats, *padded):
         Np, NP, _ = padded[0].shape
         spec = pl.BlockSpec((conf.block_t, NP, NP), lambda i: (i, 0, 0))
         return pl.pallas_call(
-            kernel, out_shape=jax.ShapeDtypeStruct(padded[0].shape, padded[0].dtype),
-            grid=(Np // conf.block_t,), in_specs=[spec] * len(padded), out_specs=spec, interpret=interpret,
-            compiler_params=compiler_params(conf, interpret), name="mhc_sinkhorn_" + ("bwd" if backward else "fwd"),
-        )(*padded)
+            kernel, out_shape=jax.ShapeDtypeStruct(padded[0].shape, padded[0].dtype), grid=(Np // conf.block_t,),
+            in_specs=[scalar_spec(ints), scalar_spec(floats)] + [spec] * len(padded), out_specs=spec,
+            interpret=interpret, compiler_params=compiler_params(conf, interpret),
+            name="mhc_sinkhorn_" + ("bwd" if backward else "fwd"),
+        )(ints, floats, *padded)
 
     return jax.jit(run)
 
@@ -221,7 +222,9 @@ def _launch(backward: bool, arrays, t_max: int, eps: float, interpret: bool):
     conf = cfg.choose(OP, n=n, C=1, tokens=N, t_max=t_max, interpret=interpret)
     Np = round_up(max(N, 1), conf.block_t)
     padded = [pad_to(pad_to(pad_to(a, 0, Np), 1, NP), 2, NP) for a in arrays]
-    out = _tile_call(backward, n, t_max, log_eps_of(eps), conf, interpret)(*padded)
+    ints = jnp.asarray([t_max, conf.sinkhorn_seg], jnp.int32)
+    floats = jnp.asarray([log_eps_of(eps)], compute_dtype(arrays[0].dtype))
+    out = _tile_call(backward, n, eps > 0, static_part(conf), interpret)(ints, floats, *padded)
     return out[:N, :n, :n]
 
 
