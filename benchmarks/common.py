@@ -343,6 +343,14 @@ class Workload:
         vjp = functools.partial(self.backend.vjp, self.op, self.inputs, cots, **self.options)
         if self.mode == "backward":
             return lambda: block(vjp())
+        if hasattr(self.backend, "value_and_vjp"):  # jax: forward and VJP as one jitted program (a training step)
+            both = functools.partial(self.backend.value_and_vjp, self.op, self.inputs, cots, **self.options)
+
+            def step():
+                outs, grads = both()
+                return block(outs), block(grads)
+
+            return step
         return lambda: (block(self._call(self.inputs)), block(vjp()))
 
     def _build_torch_autograd(self) -> Callable[[], Any]:
@@ -426,8 +434,12 @@ def _set_threads() -> None:
 
 def _preload() -> None:
     """Load every installed backend once at import: asv forks each benchmark from a process that imported this
-    module, so the forks inherit the loaded frameworks instead of importing them again (seconds each for torch)."""
+    module, so the forks inherit the loaded frameworks instead of importing them again (seconds each for torch).
+    JAX backends are left to the forks: JAX runs threads, and a child forked after importing it deadlocks in its
+    first computation (every jax benchmark hung)."""
     for name in BACKENDS:
+        if "jax" in available_backends()[name].value.split(":")[0].split("."):
+            continue
         try:
             get_backend(name)
         except NotImplementedError:
