@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 
 import torch
 import triton.language as tl
@@ -13,6 +15,24 @@ from .. import _checks
 def interpret_mode() -> bool:
     """True when the kernels run in Triton's interpreter (TRITON_INTERPRET=1)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+_INTERPRETER_LOCK = threading.RLock()
+
+
+def serialised_in_interpreter(launcher):
+    """Run a kernel launcher under one process-wide lock when the kernels are interpreted: Triton's interpreter
+    patches `triton.language` globally while a kernel runs, so concurrent interpreted launches from several threads
+    corrupt each other (3 of 4 callers died). Compiled (CUDA) launches are not serialised."""
+
+    @functools.wraps(launcher)
+    def run(*args, **kwargs):
+        if not interpret_mode():
+            return launcher(*args, **kwargs)
+        with _INTERPRETER_LOCK:
+            return launcher(*args, **kwargs)
+
+    return run
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

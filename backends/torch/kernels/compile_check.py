@@ -34,7 +34,7 @@ from .sinkhorn import _sinkhorn_bwd_kernel, _sinkhorn_fwd_kernel
 
 SHARED_LIMIT = {90: 232448, 80: 166912, 100: 232448}  # max dynamic shared memory per block (bytes)
 TOKENS, C = 16384, 2560
-FLOATS = {"rms_eps_hi", "rms_eps_lo", "pre_eps_hi", "pre_eps_lo", "post_scale_hi", "post_scale_lo", "log_eps_hi",
+FLOATS = {"root_eps_hi", "root_eps_lo", "pre_eps_hi", "pre_eps_lo", "post_scale_hi", "post_scale_lo", "log_eps_hi",
           "log_eps_lo", "log_eps"}
 INTS = {"N", "D", "C", "t_max", "seg", "tokens_per_split"}
 

@@ -1,7 +1,7 @@
 """The coefficient path of mHC as one fused kernel per token block, P Eqs. 7-9 in the fused form of Eqs. 14-19:
 
     x_bar  = x.reshape(N, n*C)                  stream-major: x_bar[k*C + c] = x[k, c]
-    r      = sqrt(mean(x_bar^2) + rms_eps)                                            (15)
+    r      = sqrt(mean(x_bar^2) + rms_eps)    (scaled by max|x_bar| first: no overflow)  (15)
     m      = (x_bar @ phi) / r                  phi (n*C, n^2+2n), columns [pre n | post n | res n^2]   (14, 16)
     H_pre  = sigmoid(alpha[0] m[:n]    + b[:n])    + pre_eps                          (17)
     H_post = post_scale * sigmoid(alpha[1] m[n:2n] + b[n:2n])                          (18)
@@ -33,7 +33,7 @@ import triton.language as tl
 from .. import _checks
 from ..mhc_coeffs import validate, validate_options
 from . import config as cfg
-from ._common import check_runnable, compute_dtype, interpret_mode, tl_dtype
+from ._common import check_runnable, compute_dtype, interpret_mode, serialised_in_interpreter, tl_dtype
 from .sinkhorn import _sinkhorn_bwd, _sinkhorn_fwd
 
 OP = "mhc_coeffs"
@@ -90,7 +90,7 @@ def _coeffs_fwd_kernel(
     X_ptr, PHI_ptr, ALPHA_ptr, B_ptr,  # x (N, D), phi (D, n^2+2n), alpha (3,), b (n^2+2n,)
     HPRE_ptr, HPOST_ptr, HRES_ptr, M_ptr, R_ptr,  # outputs (N, n), (N, n), (N, n, n); saved m (N, n^2+2n), r (N,)
     N, D, t_max,
-    rms_eps_hi, rms_eps_lo, pre_eps_hi, pre_eps_lo, post_scale_hi, post_scale_lo, log_eps_hi, log_eps_lo,
+    root_eps_hi, root_eps_lo, pre_eps_hi, pre_eps_lo, post_scale_hi, post_scale_lo, log_eps_hi, log_eps_lo,
     n: tl.constexpr, NP: tl.constexpr, RP: tl.constexpr, COL_MAJOR: tl.constexpr, HAS_EPS: tl.constexpr,
     ACC: tl.constexpr, DOT: tl.constexpr, WIDEN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -104,13 +104,23 @@ def _coeffs_fwd_kernel(
     col_ok = ((w // NP) < n + 2) & ((w % NP) < n)
     kk = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_T, W), dtype=ACC)
+    # r = sqrt(mean(x_bar^2) + rms_eps) scale-safely: s = running max(|x|, sqrt(rms_eps)), ss = sum (x / s)^2,
+    # rescaled when s grows, r = s sqrt(ss / D + (sqrt(rms_eps) / s)^2); x^2 itself would overflow at |x| ~ 1e19
+    # in float32. s = 0 (an all-zero token with rms_eps = 0, refused by the launcher's check) gives r = 0.
+    root_eps = _scalar(root_eps_hi, root_eps_lo, ACC)
+    s = tl.zeros((BLOCK_T,), dtype=ACC) + root_eps
     ss = tl.zeros((BLOCK_T,), dtype=ACC)
     for k0 in range(0, D, BLOCK_K):
         k = k0 + kk
         xk = tl.load(X_ptr + t2 * D + k[None, :], mask=(t2 < N) & (k[None, :] < D), other=0.0)  # (BLOCK_T, BLOCK_K)
         pk = tl.load(PHI_ptr + k[:, None] * M + col, mask=(k[:, None] < D) & col_ok, other=0.0)  # (BLOCK_K, W)
         xa = xk.to(ACC)
-        ss += tl.sum(xa * xa, axis=1)
+        s_new = tl.maximum(s, tl.max(tl.abs(xa), axis=1))
+        s_safe = tl.where(s_new > 0, s_new, 1.0)
+        y = xa / s_safe[:, None]
+        ratio = s / s_safe
+        ss = ss * ratio * ratio + tl.sum(y * y, axis=1)
+        s = s_new
         if DOT == 0:  # float32 / float64
             acc += tl.dot(xa, pk.to(ACC), input_precision="ieee")
         elif DOT == 1:  # 16-bit x and phi: exact products, float32 accumulation
@@ -119,8 +129,10 @@ def _coeffs_fwd_kernel(
             p_hi = pk.to(xk.dtype)
             p_lo = (pk - p_hi.to(pk.dtype)).to(xk.dtype)
             acc += _dot16(xk, p_hi, ACC, WIDEN) + _dot16(xk, p_lo, ACC, WIDEN)
-    r = tl.sqrt(ss / D + _scalar(rms_eps_hi, rms_eps_lo, ACC))  # (BLOCK_T,)
-    m = tl.reshape(acc / r[:, None], (BLOCK_T, RP, NP))
+    e = root_eps / tl.where(s > 0, s, 1.0)
+    r = s * tl.sqrt(ss / D + e * e)  # (BLOCK_T,)
+    r_div = tl.where(pid.to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T) < N, r, 1.0)  # padding tokens: no 0/0
+    m = tl.reshape(acc / r_div[:, None], (BLOCK_T, RP, NP))
 
     t, rr, jj, in_tile, is_res = _coeff_tile(N, n, NP, RP, BLOCK_T)
     tl.store(M_ptr + t * M + rr * n + jj, m, mask=in_tile)
@@ -172,6 +184,7 @@ def _dot_mode(x: torch.Tensor, phi: torch.Tensor) -> int:
     return 0
 
 
+@serialised_in_interpreter
 def coeffs_forward(x, phi, alpha, b, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, col_major):
     """x (N, n, C) contiguous -> (h_pre (N, n), h_post (N, n), h_res (N, n, n), m (N, n^2+2n), r (N,)), all in the
     compute dtype (float32, or float64 for float64 x)."""
@@ -188,7 +201,7 @@ def coeffs_forward(x, phi, alpha, b, t_max, sinkhorn_eps, pre_eps, post_scale, r
         grid = (triton.cdiv(N, conf.block_t),)
         _coeffs_fwd_kernel[grid](
             x, phi, alpha, b, h_pre, h_post, h_res, m, r, N, n * C, t_max,
-            *_split(rms_eps), *_split(pre_eps), *_split(post_scale),
+            *_split(math.sqrt(rms_eps)), *_split(pre_eps), *_split(post_scale),
             *_split(math.log(sinkhorn_eps) if sinkhorn_eps > 0 else 0.0),
             n=n, NP=NP, RP=RP, COL_MAJOR=col_major, HAS_EPS=sinkhorn_eps > 0, ACC=tl_dtype(acc),
             DOT=_dot_mode(x, phi), WIDEN=interpret_mode(), BLOCK_T=conf.block_t, BLOCK_K=conf.block_k,
@@ -271,7 +284,7 @@ def _coeffs_bwd_kernel(
         x_mask = (t2 < N) & (k[None, :] < D)
         xk = tl.load(X_ptr + t2 * D + k[None, :], mask=x_mask, other=0.0).to(ACC)  # (BLOCK_T, BLOCK_K)
         pT = tl.load(PHI_ptr + k[None, :] * M + col, mask=col_ok & (k[None, :] < D), other=0.0).to(ACC)  # (W, BK)
-        dx = tl.dot(dp2, pT, input_precision="ieee") + dr[:, None] * xk / (D * r[:, None])
+        dx = tl.dot(dp2, pT, input_precision="ieee") + dr[:, None] * (xk / (D * r[:, None]))
         tl.store(DX_ptr + t2 * D + k[None, :], dx.to(DX_ptr.dtype.element_ty), mask=x_mask)
 
 
@@ -311,6 +324,7 @@ def _coeffs_dphi_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Backward launcher
 # ---------------------------------------------------------------------------------------------------------------
+@serialised_in_interpreter
 def coeffs_backward(x, phi, alpha, b, m, r, g_pre, g_post, g_res, t_max, sinkhorn_eps, post_scale, col_major):
     """Gradients (dx, dphi, dalpha, db) in the dtypes of x, phi, alpha, b."""
     N, n, C = x.shape
@@ -406,7 +420,8 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
         check_runnable(name, t, OP)
     n, C = x.shape[-2:]
     lead = x.shape[:-2]
-    outs = coeffs_op(x.reshape(-1, n, C), phi, alpha, b, t_max, float(sinkhorn_eps), float(pre_eps),
+    N = x.numel() // (n * C)  # explicit, not -1: zero tokens give empty maps
+    outs = coeffs_op(x.reshape(N, n, C), phi, alpha, b, t_max, float(sinkhorn_eps), float(pre_eps),
                      float(post_scale), float(rms_eps), res_layout == "col_major")[:3]
     out_dtype = x.dtype if maps_dtype is None else maps_dtype
     h_pre, h_post, h_res = (o.to(out_dtype) for o in outs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .. import _checks
-from ..mhc_layer import probe_sublayer, validate_layer
+from ..mhc_layer import check_sublayer_output, probe_sublayer, validate_layer
 from .mhc_coeffs import mhc_coeffs_unchecked
 from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
@@ -35,6 +35,7 @@ def mhc_layer_unchecked(x, phi, alpha, b, sublayer, **options) -> torch.Tensor:
                                                 **options)
     u = mhc_pre_unchecked(x, h_pre)  # (..., C)
     f_out = probe_sublayer(u, sublayer) if isinstance(sublayer, torch.Tensor) else sublayer(u)
+    check_sublayer_output(f_out, u, OP)
     if f_out.dtype != x.dtype or not f_out.is_contiguous():
         f_out = f_out.to(x.dtype).contiguous()
     return mhc_post_res_unchecked(x, f_out, h_post, h_res)  # (..., n, C)

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from ..mhc_post_res import validate
 from . import config as cfg
-from ._common import check_runnable, compute_dtype, interpret_mode, tl_dtype
+from ._common import check_runnable, compute_dtype, interpret_mode, serialised_in_interpreter, tl_dtype
 
 OP = "mhc_post_res"
 
@@ -47,6 +47,7 @@ def _post_res_fwd_kernel(X_ptr, F_ptr, HP_ptr, HR_ptr, Y_ptr, N, C, n: tl.conste
     tl.store(Y_ptr + (t * n + i) * C + c, y.to(Y_ptr.dtype.element_ty), mask=ti & (c < C))
 
 
+@serialised_in_interpreter
 def post_res_forward(x, f_out, h_post, h_res):
     """x (N, n, C), f_out (N, C), h_post (N, n), h_res (N, n, n), contiguous -> y (N, n, C) in x's dtype."""
     N, n, C = x.shape
@@ -99,6 +100,7 @@ def _post_res_bwd_kernel(X_ptr, F_ptr, HP_ptr, HR_ptr, G_ptr, DX_ptr, DF_ptr, DH
     tl.store(DHP_ptr + t * n + i, d_post.to(DHP_ptr.dtype.element_ty), mask=ti)
 
 
+@serialised_in_interpreter
 def post_res_backward(x, f_out, h_post, h_res, g):
     """(dx, df_out, dh_post, dh_res), each in its input's dtype."""
     N, n, C = x.shape
@@ -154,7 +156,8 @@ def mhc_post_res_unchecked(x, f_out, h_post, h_res):
     for name, t in (("x", x), ("f_out", f_out), ("h_post", h_post), ("h_res", h_res)):
         check_runnable(name, t, OP)
     n, C = x.shape[-2:]
-    y = post_res_op(x.reshape(-1, n, C), f_out.reshape(-1, C), h_post.reshape(-1, n), h_res.reshape(-1, n, n))
+    N = x.numel() // (n * C)  # explicit, not -1: zero tokens give an empty result
+    y = post_res_op(x.reshape(N, n, C), f_out.reshape(N, C), h_post.reshape(N, n), h_res.reshape(N, n, n))
     return y.reshape(x.shape)
 
 

@@ -17,7 +17,7 @@ import triton.language as tl
 
 from ..mhc_pre import validate
 from . import config as cfg
-from ._common import check_runnable, compute_dtype, interpret_mode, tl_dtype
+from ._common import check_runnable, compute_dtype, interpret_mode, serialised_in_interpreter, tl_dtype
 
 OP = "mhc_pre"
 
@@ -34,6 +34,7 @@ def _pre_fwd_kernel(X_ptr, H_ptr, Y_ptr, N, C, n: tl.constexpr, NP: tl.constexpr
     tl.store(Y_ptr + t * C + c, y.to(Y_ptr.dtype.element_ty), mask=(t < N) & (c < C))
 
 
+@serialised_in_interpreter
 def pre_forward(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
     """x (N, n, C), h_pre (N, n), both contiguous -> y (N, C) in x's dtype."""
     N, n, C = x.shape
@@ -74,6 +75,7 @@ def _pre_bwd_kernel(X_ptr, H_ptr, G_ptr, DX_ptr, DH_ptr, N, C, n: tl.constexpr, 
     tl.store(DH_ptr + t * n + k, dh.to(DH_ptr.dtype.element_ty), mask=tk)
 
 
+@serialised_in_interpreter
 def pre_backward(x, h_pre, g):
     """(dx (N, n, C) in x's dtype, dh_pre (N, n) in h_pre's dtype)."""
     N, n, C = x.shape
@@ -128,7 +130,8 @@ def mhc_pre_unchecked(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
     check_runnable("x", x, OP)
     check_runnable("h_pre", h_pre, OP)
     n, C = x.shape[-2:]
-    y = pre_op(x.reshape(-1, n, C), h_pre.reshape(-1, n))
+    N = x.numel() // (n * C)  # explicit, not -1: zero tokens give an empty result
+    y = pre_op(x.reshape(N, n, C), h_pre.reshape(N, n))
     return y.reshape(*x.shape[:-2], C)
 
 

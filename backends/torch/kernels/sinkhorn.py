@@ -27,7 +27,7 @@ import triton.language as tl
 
 from ..sinkhorn import validate as validate_sinkhorn
 from . import config as cfg
-from ._common import check_runnable, compute_dtype, interpret_mode, tl_dtype
+from ._common import check_runnable, compute_dtype, interpret_mode, serialised_in_interpreter, tl_dtype
 
 NEG_INF = float("-inf")
 
@@ -196,6 +196,7 @@ def _log_eps(eps: float) -> tuple[float, float]:
     return hi, float(torch.tensor(value - hi, dtype=torch.float32))
 
 
+@serialised_in_interpreter
 def sinkhorn_forward(logits: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
     """logits (N, n, n) contiguous -> H_res (N, n, n) in logits' dtype."""
     N, n, _ = logits.shape
@@ -210,6 +211,7 @@ def sinkhorn_forward(logits: torch.Tensor, t_max: int, eps: float) -> torch.Tens
     return h
 
 
+@serialised_in_interpreter
 def sinkhorn_backward(logits: torch.Tensor, g: torch.Tensor, t_max: int, eps: float,
                       seg: int | None = None) -> torch.Tensor:
     """d loss / d logits (N, n, n) in logits' dtype; `seg` overrides the config's recompute segment length."""
@@ -269,5 +271,5 @@ def sinkhorn(logits: torch.Tensor, *, t_max: int = 20, eps: float = 0.0) -> torc
     validate_sinkhorn(logits, t_max, eps)
     check_runnable("logits", logits, "sinkhorn")
     n = logits.shape[-1]
-    flat = logits.reshape(-1, n, n)  # (N, n, n), a view of contiguous memory
+    flat = logits.reshape(logits.numel() // (n * n), n, n)  # (N, n, n), a view of contiguous memory; N may be 0
     return sinkhorn_op(flat, t_max, float(eps)).reshape(logits.shape)
