@@ -109,21 +109,22 @@ def main(argv=None) -> int:
     d = Config()
     ap = argparse.ArgumentParser(prog=f"python -m mhc_repro {command}", description=__doc__ if command == "train"
                                  else "Sweep depth x learning rate; one short run per cell and mode.")
-    ap.add_argument("--steps", type=int, default=d.steps if command == "train" else 150)
+    ap.add_argument("--steps", type=int, default=d.steps if command == "train" else 200)
     ap.add_argument("--depth", type=int, default=d.depth, help="sublayers (two per block), even")
     ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--width", type=int, default=d.width, help="C, channels per stream")
+    ap.add_argument("--width", type=int, default=d.width if command == "train" else 64, help="C, channels per stream")
     ap.add_argument("--n", type=int, default=d.n, help="streams")
     ap.add_argument("--batch", type=int, default=d.batch)
     ap.add_argument("--seq", type=int, default=d.seq, help="odd: h tokens, SEP, h tokens")
     ap.add_argument("--clip", type=float, default=d.clip, help="gradient-norm clipping (0 = off)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=d.threads)
-    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of residual,hc,mhc")
+    ap.add_argument("--modes", default=",".join(MODES) if command == "train" else "hc,mhc",
+                    help="comma-separated subset of residual,hc,mhc")
     ap.add_argument("--out", type=Path, default=Path("repro-out" if command == "train" else "repro-sweep"))
     if command == "sweep":
         ap.add_argument("--depths", type=_ints, default=[8, 16, 24])
-        ap.add_argument("--lrs", type=_floats, default=[1e-3, 3e-3, 1e-2])
+        ap.add_argument("--lrs", type=_floats, default=[3e-3, 1e-2, 3e-2])
     args = ap.parse_args(argv)
     modes = args.modes.split(",")
     bad = [m for m in modes if m not in MODES]

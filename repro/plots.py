@@ -80,27 +80,36 @@ def heatmaps(maps: dict, path: Path) -> None:
 
 
 def sweep(results: list[dict], path: Path) -> None:
-    """Composite gain and final loss vs depth, one line per (mode, lr)."""
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    """Heatmaps over depth x learning rate, one column per mode: max composite gain (top) and final loss (bottom);
+    a diverged run (non-finite loss) is marked 'div'."""
+    modes = [m for m in ("residual", "hc", "mhc") if any(r["mode"] == m for r in results)]
+    depths = sorted({r["depth"] for r in results})
     lrs = sorted({r["lr"] for r in results})
-    styles = dict(zip(lrs, ["-", "--", ":", "-."] * 4))
-    markers = dict(zip(lrs, ["o", "s", "^", "D"] * 4))
-    for mode in ("residual", "hc", "mhc"):
-        for lr in lrs:
-            rs = sorted((r for r in results if r["mode"] == mode and r["lr"] == lr), key=lambda r: r["depth"])
-            if not rs:
-                continue
-            d = [r["depth"] for r in rs]
-            kw = dict(color=COLORS[mode], ls=styles[lr], marker=markers[lr], label=f"{mode} lr={lr:g}")
-            if mode != "residual":
-                ax[0].plot(d, [max(r["composite_gain_fwd"], r["composite_gain_bwd"]) for r in rs], **kw)
-            ax[1].plot(d, [r["final_loss"] if np.isfinite(r["final_loss"]) else np.nan for r in rs], **kw)
-    ax[0].set(title="max composite Amax gain (fwd/bwd)", xlabel="depth (sublayers)", yscale="log")
-    ax[0].axhline(2.0, color="k", lw=0.5)
-    ax[1].set(title="final loss (mean of last 10 %); gaps = diverged", xlabel="depth (sublayers)")
-    for a in ax:
-        a.legend(fontsize=7, ncol=2)
-        a.grid(alpha=0.3, which="both")
+    fig, axes = plt.subplots(2, len(modes), figsize=(3.8 * len(modes), 6.5), squeeze=False)
+    finite = [r for r in results if np.isfinite(r["final_loss"])]
+    gmax = max(2.0, *(np.log10(max(r["composite_gain_fwd"], r["composite_gain_bwd"])) for r in results))
+    lmin, lmax = (min(r["final_loss"] for r in finite), max(r["final_loss"] for r in finite)) if finite else (0, 1)
+    for col, mode in enumerate(modes):
+        cells = {(r["depth"], r["lr"]): r for r in results if r["mode"] == mode}
+        gain = np.full((len(lrs), len(depths)), np.nan)
+        loss = np.full_like(gain, np.nan)
+        for (d, lr), r in cells.items():
+            i, j = lrs.index(lr), depths.index(d)
+            gain[i, j] = max(r["composite_gain_fwd"], r["composite_gain_bwd"])
+            loss[i, j] = r["final_loss"]
+        for ax, data, title, log in ((axes[0, col], gain, "max composite gain", True),
+                                     (axes[1, col], loss, "final loss", False)):
+            shown = np.log10(data) if log else data
+            im = ax.imshow(shown, origin="lower", cmap="magma_r" if log else "viridis", aspect="auto",
+                           vmin=0 if log else lmin, vmax=gmax if log else lmax)  # one scale for every mode
+            for (i, j), v in np.ndenumerate(data):
+                ax.text(j, i, "div" if not np.isfinite(v) else f"{v:.3g}", ha="center", va="center", fontsize=8,
+                        color="w" if log and np.isfinite(v) and np.log10(v) > 1 else "k")
+            ax.set_xticks(range(len(depths)), [str(d) for d in depths])
+            ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+            ax.set(title=f"{mode}: {title}", xlabel="depth (sublayers)", ylabel="learning rate")
+            fig.colorbar(im, ax=ax, fraction=0.046, label="log10" if log else None)
+    fig.suptitle("Where HC's composite Amax gain explodes and mHC's stays at 1 (gain colour: log10)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

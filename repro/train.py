@@ -26,7 +26,7 @@ class Config:
     seq: int = 63  # copy task: 31 tokens, SEP, 31 tokens
     batch: int = 16
     steps: int = 400
-    lr: float = 3e-3
+    lr: float = 1e-2
     warmup: int = 20
     weight_decay: float = 0.0
     clip: float = 0.0  # gradient-norm clipping; 0 = off, so that instabilities stay visible
@@ -74,7 +74,7 @@ def train(cfg: Config, mode: str, progress=None) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip > 0 else math.inf)
-        losses.append(float(loss))
+        losses.append(loss.item())
         norms.append(float(norm))
         if math.isfinite(losses[-1]):
             opt.step()
