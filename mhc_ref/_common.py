@@ -131,13 +131,14 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 def rms_scaled(xbar: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, t, rho): sqrt(mean(x_bar^2) + eps) = t * rho over the last axis, y = x_bar / t, without overflow.
 
-    t is the power of two just above max(max|x_bar|, sqrt eps) per row, so y = x_bar / t is exact and in [-1, 1]
-    and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot overflow: x of 1e200 in float64 (1e20 in float32) gives
-    the right r, where x_bar^2 would be inf (issue 9 Sec. 3). Trailing singletons t, rho."""
+    t is the power of two in (s/2, s], s = max(max|x_bar|, sqrt eps) per row (finite even for s near the dtype's
+    max), so y = x_bar / t is exact and in [-2, 2] and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot overflow:
+    x of 1e200 in float64 (1e20 in float32) gives the right r, where x_bar^2 would be inf (issue 9 Sec. 3).
+    Trailing singletons t, rho."""
     dt = xbar.dtype
     root_eps = dt.type(np.sqrt(np.float64(eps)))  # the compute dtype's sqrt(eps) (0 where eps rounds to 0)
     s = np.maximum(np.max(np.abs(xbar), axis=-1, keepdims=True, initial=0), root_eps)
-    t = np.ldexp(np.ones_like(s), np.frexp(s.astype(np.float64))[1]).astype(dt)  # 2^e >= s; 1 for s = 0
+    t = np.ldexp(np.ones_like(s, dtype=np.float64), np.frexp(s.astype(np.float64))[1] - 1).astype(dt)  # 1/2 at 0
     y = xbar / t
     return y, t, np.sqrt(np.mean(y * y, axis=-1, keepdims=True) + np.square(root_eps / t))
 

@@ -313,3 +313,15 @@ def test_load_deepseek_names_its_own_arguments():
     head = CollapseStreams(4, 3, mode="head", preset="deepseek_v4")
     with pytest.raises(ValueError, match=r"load_deepseek_head: hc_head_fn must have shape \(4, 12\)"):
         load_deepseek_head(head, torch.randn(4, 8), torch.ones(1), torch.zeros(4))
+
+
+def test_rms_near_the_largest_finite_value(rng):
+    """|x| close to the dtype's max: the scale t stays finite (a power of two <= max|x|), so r is right, not NaN."""
+    from mhc_backends.torch import _checks
+    from mhc_ref._common import rms
+
+    x = np.array([[6e4, 3e4, -6.5e4]])
+    np.testing.assert_allclose(rms(x.astype(np.float16), 0.0)[0, 0], np.sqrt(np.mean(x**2)), rtol=2e-3)
+    xt = torch.tensor([[3e38, -3.3e38, 1e38]])
+    _, t, rho = _checks.rms(xt, 0.0)
+    np.testing.assert_allclose(float(t * rho), np.sqrt(np.mean(np.array([3e38, 3.3e38, 1e38]) ** 2)), rtol=1e-6)

@@ -195,10 +195,11 @@ def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "
 def rms(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, t, rho) with y = x / t and sqrt(mean(x^2, -1) + eps) = t * rho ((..., 1) each), without overflow.
 
-    t is the power of two just above max(max|x|, sqrt eps) per row (no gradient), so y = x / t is exact and in
-    [-1, 1], and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot overflow: x of 1e20 in float32 (1e30 in bfloat16
-    computed in float32, 1e200 in float64) gives the right r instead of inf (issue 9 Sec. 3)."""
+    t is the power of two in (s/2, s], s = max(max|x|, sqrt eps) per row (no gradient; finite even for s near the
+    dtype's max), so y = x / t is exact and in [-2, 2], and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot
+    overflow: x of 1e20 in float32 (1e30 in bfloat16 computed in float32, 1e200 in float64) gives the right r
+    instead of inf (issue 9 Sec. 3)."""
     s = torch.clamp(x.detach().abs().amax(dim=-1, keepdim=True), min=math.sqrt(eps))
-    t = torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent)  # 2^e >= s; 1 for s = 0 (all-zero, eps = 0)
+    t = torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent - 1)  # s = f 2^e, f in [1/2, 1); 1/2 for s = 0
     y = x / t
     return y, t, torch.sqrt(torch.mean(y * y, dim=-1, keepdim=True) + (math.sqrt(eps) / t) ** 2)
