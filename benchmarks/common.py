@@ -7,7 +7,8 @@ Every benchmark module builds its classes with `op_benchmark(op)`; the class is 
 - backward:         the VJP alone. torch backends: `torch.autograd.grad` on a graph built in `setup` (native autograd,
                     no recomputed forward); any other backend: `backend.vjp(op, inputs, cotangents, **options)`
                     (which includes whatever forward the backend recomputes inside its VJP).
-- forward+backward: torch: forward with autograd recording + `torch.autograd.grad`; others: the op, then its VJP.
+- forward+backward: torch: forward with autograd recording + `torch.autograd.grad`; backends with `value_and_vjp`
+                    (jax): forward and VJP as one jitted program; others: the op, then its VJP.
 
 `setup` raises NotImplementedError (asv's "skip") for combinations that a backend does not claim (capabilities),
 that do not fit the device, or whose shape config names another device (GPU configs skip on CPU).

@@ -85,6 +85,11 @@ class JaxBackend(Backend):
     # -- gradients ------------------------------------------------------------------------------------------------
     def vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options) -> dict[str, Any]:
         """jax.vjp through `op`: {input name: gradient} for every differentiable input that is not None."""
+        return self.value_and_vjp(op, inputs, cotangents, **options)[1]
+
+    def value_and_vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options):
+        """(outputs tuple, {input name: gradient}): the forward and its VJP as one jitted program (what a training
+        step runs; the benchmarks time forward+backward with it)."""
         spec = SPEC.op(op)
         if not spec.differentiable:
             raise NotImplementedError(f"op {op!r} is not differentiable")
@@ -101,14 +106,15 @@ class JaxBackend(Backend):
         if options.get("rms_eps", None) == 0 and names[0] == "x" and hasattr(inputs[0], "dtype"):
             _checks.check_nonzero_tokens(inputs[0], 0, op)
         with _checks.x64_scope(*inputs, *cotangents):
-            grads = _vjp(getattr(self, op), tuple(wanted), tuple(sorted(options.items())), list(inputs),
-                         list(cotangents))
-        return {names[i]: g for i, g in zip(wanted, grads)}
+            outputs, grads = _vjp(getattr(self, op), tuple(wanted), tuple(sorted(options.items())), list(inputs),
+                                  list(cotangents))
+        return outputs, {names[i]: g for i, g in zip(wanted, grads)}
 
 
 @partial(jax.jit, static_argnames=("fn", "wanted", "options"))
 def _vjp(fn, wanted, options, inputs, cotangents):
-    """Forward and backward of `fn` as one jitted program (one compilation per shape, not one per stage)."""
+    """Forward and backward of `fn` as one jitted program (one compilation per shape, not one per stage); when only
+    the gradients are used, XLA drops the work that only the outputs need."""
 
     def f(*diff):
         args = list(inputs)
@@ -118,8 +124,8 @@ def _vjp(fn, wanted, options, inputs, cotangents):
         return out if isinstance(out, tuple) else (out,)
 
     outputs, pullback = jax.vjp(f, *[inputs[i] for i in wanted])
-    return pullback(tuple(jnp.zeros_like(o) if c is None else c.astype(o.dtype)
-                          for o, c in zip(outputs, cotangents)))
+    return outputs, pullback(tuple(jnp.zeros_like(o) if c is None else c.astype(o.dtype)
+                                   for o, c in zip(outputs, cotangents)))
 
 
 def backend() -> JaxBackend:
