@@ -34,7 +34,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The project's own tests: reference (float64), conformance meta-tests (mutants), torch/triton, benchmark smoke."""
-    install(session, "-e", ".[test,torch,bench]")
+    install(session, "-e", ".[test,torch,jax,bench,peers]")
     session.run("pytest", "tests", "-q", *session.posargs, env=CPU_ENV)
 
 
@@ -43,8 +43,9 @@ def conformance(session: nox.Session) -> None:
     """Run the conformance suite for every installed backend (or those named after --) and print the matrix."""
     install(session, "-e", ".[conformance,torch,jax]")  # every backend's extra: the matrix runs all installed
     # torch-pipeline: every example is a pipeline step over worker processes; the reduced profile keeps it ~2 min
-    session.run("python", "-m", "mhc_conformance.matrix", "--profile-for", "torch-pipeline=ci-slow", *session.posargs,
-                env=CPU_ENV)
+    # jax: every new shape / option set jit-compiles (~0.5-1 s of XLA on CPU), so it gets the reduced profile too
+    session.run("python", "-m", "mhc_conformance.matrix", "--profile-for", "torch-pipeline=ci-slow",
+                "--profile-for", "jax=ci-slow", *session.posargs, env=CPU_ENV)
 
 
 @nox.session
