@@ -44,9 +44,17 @@ def _chromium(url: str, *extra: str, timeout: float = 120.0) -> str:
 
 
 def parameterized_benchmark(html_dir: Path) -> str | None:
-    """A benchmark with at least two parameters (the pages that can open on an empty combination), if any."""
-    index = json.loads((Path(html_dir) / "index.json").read_text(encoding="utf-8"))
-    names = sorted(n for n, b in index["benchmarks"].items() if len(b.get("params") or []) >= 2)
+    """A benchmark with data and at least two parameters (the pages that can open on an empty combination)."""
+    html_dir = Path(html_dir)
+    index = json.loads((html_dir / "index.json").read_text(encoding="utf-8"))
+    def values(point) -> list:
+        value = point[1] if isinstance(point, list) and len(point) > 1 else None
+        return value if isinstance(value, list) else [value]
+
+    with_data = {path.name.removesuffix(".json") for path in (html_dir / "graphs").rglob("*.json")
+                 if "summary" not in path.parts
+                 and any(v is not None for point in json.loads(path.read_text()) for v in values(point))}
+    names = sorted(n for n, b in index["benchmarks"].items() if len(b.get("params") or []) >= 2 and n in with_data)
     preferred = [n for n in names if n.endswith("MhcLayerModule.time_layer")]
     return (preferred or names or [None])[0]
 
@@ -57,7 +65,7 @@ def check(html_dir: Path, png: Path | None = None) -> tuple[bool, list[str], lis
     html_dir = Path(html_dir).resolve()
     url = (html_dir / "index.html").as_uri()
     findings: list[str] = []
-    grid = _chromium(url, "--dump-dom")
+    grid = _chromium(url, "--window-size=1400,20000", "--dump-dom")  # tall: the grid draws the plots in view
     plots = grid.count('class="flot-base"')
     errors = [e for e in ERRORS if e in grid]
     findings.append(f"grid: {plots} plots drawn" + (f"; error page: {errors}" if errors else ""))
