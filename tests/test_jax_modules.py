@@ -110,3 +110,35 @@ def test_pallas_impl_matches_jnp(rng):
     except NotImplementedError as e:  # the Pallas kernels are another package's; say why if they are absent
         pytest.skip(str(e))
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref(x)), rtol=0, atol=1e-5)
+
+
+def test_remat_policy_over_mhc_modules_keeps_only_block_input_and_sublayer_outputs():
+    """jax.checkpoint(policy=functional.remat_policy) over a block of MHC modules (nnx.remat takes the same policy):
+    the residuals that carry the token axes
+    are the block input and one sublayer output per layer (plus the loss's own), not the maps or Sinkhorn states."""
+    import contextlib
+    import io
+
+    C, n, L = 8, 4, 3
+    layers = [MHC(nnx.Linear(C, C, use_bias=False, rngs=nnx.Rngs(k)), n=n, dim=C, rngs=nnx.Rngs(10 + k))
+              for k in range(L)]
+    x = jnp.ones((3, 5, n, C)) * jnp.arange(C) / C
+
+    def residual_lines(remat):
+        def run(x):
+            for layer in layers:
+                x = layer(x)
+            return x
+
+        f = jax.checkpoint(run, policy=functional.remat_policy) if remat else run
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            jax.ad_checkpoint.print_saved_residuals(lambda x: jnp.sum(f(x) ** 2), x)
+        return [line for line in out.getvalue().splitlines() if "[3,5," in line]
+
+    kept = residual_lines(True)
+    assert sum("named 'mhc_f_out'" in line for line in kept) == L
+    assert len(kept) == L + 2, kept  # + the argument x and the loss's f(x)
+    assert len(residual_lines(False)) > 5 * L
+    nnx_f = nnx.remat(lambda layer, x: layer(x), policy=functional.remat_policy)
+    np.testing.assert_allclose(np.asarray(nnx_f(layers[0], x)), np.asarray(layers[0](x)), rtol=0, atol=1e-6)
