@@ -123,12 +123,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"backend under test: entry-point name or module:object (env MHC_BACKEND; default "
                          f"{DEFAULT_BACKEND})")
     group.addoption("--mhc-dtypes", default=None, metavar="LIST",
-                    help="comma-separated subset of the spec dtypes to test (default: all)")
+                    help="comma-separated, non-empty subset of the spec dtypes to test (default: all)")
     group.addoption("--mhc-report", default=None, metavar="PATH", help="write a JSON report of the run to PATH")
     group.addoption("--mhc-profile", default=None, choices=PROFILES,
                     help="Hypothesis profile (env MHC_HYPOTHESIS_PROFILE; default ci)")
     group.addoption("--max-examples", type=int, default=None, metavar="N",
-                    help="Hypothesis examples per conformance test (overrides the profile)")
+                    help="Hypothesis examples per conformance test, >= 1 (overrides the profile)")
     group.addoption("--derandomize", action="store_true", default=False,
                     help="derive the Hypothesis examples from the test names (reproducible runs)")
     group.addoption("--mhc-no-shrink", action="store_true", default=False,
