@@ -55,7 +55,7 @@ def test_every_invariant_in_the_table_has_a_check():
 def test_every_op_has_a_generated_module(op):
     module = importlib.import_module(f"mhc_conformance.test_{op}")
     assert module.OP == op
-    for name in ("test_values", "test_invariants", "test_bad_calls", "test_nonfinite_inputs"):
+    for name in ("test_values", "test_large", "test_invariants", "test_bad_calls", "test_nonfinite_inputs"):
         assert callable(getattr(module, name, None)), f"test_{op}.py lacks {name}"
     assert hasattr(module, "test_gradients") == SPEC.op(op).differentiable, (
         f"test_{op}.py must define test_gradients exactly when the table marks an input diff = true")
