@@ -149,6 +149,23 @@ def test_mhc_layer_float64_matches_reference_and_finite_differences(rng):
     assert abs(dv - fd) <= 1e-7 * max(1.0, abs(fd))  # central differences: O(h^2) truncation + O(ulp / h) rounding
 
 
+def test_mhc_stack_float64(rng):
+    """Three layers of the kernel layer against mhc_ref.mhc_stack, values and the gradient of every input."""
+    o = SPEC.op_options("mhc_stack", "paper")
+    L, n, C = 3, 3, 4
+    x = rng.standard_normal((5, n, C))
+    phi, alpha = rng.standard_normal((L, n * C, n * n + 2 * n)) / np.sqrt(n * C), rng.uniform(0.5, 2, (L, 3))
+    b, w = rng.standard_normal((L, n * n + 2 * n)), rng.standard_normal((L, C, C)) / np.sqrt(C)
+    g = rng.standard_normal((5, n, C))
+    want_d = mhc_ref.mhc_stack_vjp(x, phi, alpha, b, w, g, **o)
+    with x64():
+        y, ds = grads(lambda *a, **k: K.mhc_stack(*a, **o, **k), as_jnp("float64", x, phi, alpha, b, w),
+                      [jnp.asarray(g)], "pallas")
+        check("mhc_stack", "float64", "forward", y, mhc_ref.mhc_stack(x, phi, alpha, b, w, **o))
+        for name, d in zip(("x", "phi", "alpha", "b", "w_sub"), ds):
+            check("mhc_stack", "float64", "gradient", d, want_d[name], f"d{name}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 16-bit and float32 within the spec's ceilings
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ Functional API (differentiable through jax.custom_vjp; same signatures and defau
     mhc_pre(x, h_pre)                                                       -> y (..., C)
     mhc_post_res(x, f_out, h_post, h_res)                                   -> y (..., n, C)
     mhc_layer(x, phi, alpha, b, sublayer, **options)                        -> x_next
+    mhc_stack(x, phi, alpha, b, w_sub, **options)                           -> x_L    (stacked parameters, L layers)
 
     every function also takes  interpret=None   (None: interpret on CPU, compile on GPU / TPU)
                                backward="pallas" ("reference": the gradient of the jnp op, a fallback and an oracle)
@@ -25,6 +26,7 @@ from .mhc_coeffs import mhc_coeffs
 from .mhc_layer import mhc_layer
 from .mhc_post_res import mhc_post_res
 from .mhc_pre import mhc_pre
+from .mhc_stack import mhc_stack
 from .sinkhorn import sinkhorn
 
 
@@ -35,4 +37,4 @@ def backend():
     return PallasBackend()
 
 
-__all__ = ["backend", "sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "KernelConfig"]
+__all__ = ["backend", "sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack", "KernelConfig"]

@@ -1,9 +1,9 @@
 """The backend `jax-pallas`: the jnp `jax` backend with its fused ops replaced by Pallas kernels.
 
-Claimed ops: sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res (kernels with Pallas backwards under jax.custom_vjp) and
-mhc_layer (composed from them around the probe sublayer). Gradients come from the inherited `vjp` (jax.vjp through
-the op, i.e. through the custom_vjp backwards). The other spec ops are the `jax` backend's and are not claimed
-here (they have no kernels).
+Claimed ops: sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res (kernels with Pallas backwards under jax.custom_vjp),
+mhc_layer (composed from them around the probe sublayer) and mhc_stack (a loop of that layer). Gradients: `vjp`
+below, jax.vjp through the op (i.e. through the custom_vjp backwards), not jitted as a whole. The other spec ops are
+the `jax` backend's and are not claimed here (they have no kernels).
 
 Device: jax's default device. On CPU the kernels run in Pallas' interpreter (interpret=True: the kernel bodies
 become XLA ops, so the suite executes the kernel code itself); on a GPU they are compiled through the Triton
@@ -29,16 +29,17 @@ from .mhc_coeffs import mhc_coeffs
 from .mhc_layer import mhc_layer
 from .mhc_post_res import mhc_post_res
 from .mhc_pre import mhc_pre
+from .mhc_stack import mhc_stack
 from .sinkhorn import sinkhorn
 
 SPEC = load()
-KERNEL_OPS = frozenset({"sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer"})
+KERNEL_OPS = frozenset({"sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack"})
 
 
 class PallasBackend(JaxBackend):
     name = "jax-pallas"
     op_functions = {**JaxBackend.op_functions,
-                    **{f.__name__: f for f in (sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res, mhc_layer)}}
+                    **{f.__name__: f for f in (sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res, mhc_layer, mhc_stack)}}
 
     def __init__(self, device=None):
         super().__init__(device)
