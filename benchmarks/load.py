@@ -1,11 +1,13 @@
 """Is the machine busy with other work while the benchmarks run? Then times and speed ratios are not trustworthy.
 
 Two measurements, both cheap:
-- a calibration loop (fixed pure-Python work, ~15 ms idle) timed many times: on an idle core every repeat takes about the
-  same time, so the median stays close to the best; when other processes compete for the cores the repeats get
-  preempted and the median/best ratio grows (the best repeat is the idle value);
+- a calibration loop (fixed pure-Python work, ~30 ms) timed many times: on an idle core every repeat takes about
+  the same time, so the median stays close to the best (the stand-in for the idle value); when other processes
+  compete for the cores, repeats get preempted and the median/best ratio grows;
 - the 1-minute load average sampled every few seconds during the asv run, against the CPU count (the benchmarks
-  themselves keep at most that many threads busy; anything above is someone else).
+  themselves keep at most that many threads busy; anything above is someone else). On a 2-core VM shared with
+  ~15 runnable processes the ratio read only 1.2-1.6 while the load average read 11-16: the load average is the
+  stronger signal, the ratio catches bursts it averages away.
 
 `python -m benchmarks.run` measures before and after the run and samples during it, writes the numbers into the
 dashboard folder (`load.json`) and the report prints a warning when either says the machine was loaded.
