@@ -13,8 +13,16 @@ Precision policy (float64, float32, bfloat16, float16):
   `maps_dtype=torch.float32` to keep the maps in float32, which is what the modules do between ops.
 - Sinkhorn runs in the log domain, so logits of +-1e4 give finite outputs and gradients; its gradient is autograd
   through the unrolled iteration (the exact VJP of the truncated iteration, P Sec. 4.3.1).
-Validation: see `_checks` (shape/dtype/device errors name the tensor; the NaN/Inf scan is opt-out with
-`set_check_finite(False)` and skipped under torch.compile).
+Validation: see `_checks` (shape/dtype/device errors name the tensor). The NaN/Inf scan is one pass per input
+(`aminmax`); `set_check_finite("auto")` (the default) runs it in every functional op (the backend contract) and, in
+the nn.Modules, on CPU tensors only: on CUDA reading its verdict is a host sync that would stall the stream in every
+layer, so the modules leave NaN to propagate as torch's own modules do (`set_check_finite(True)` scans there too,
+`False` nowhere; `MHC_TORCH_CHECK_FINITE` = auto | 1 | 0). Skipped under torch.compile.
+
+Speed by design (eager, no flags): Sinkhorn runs with the tokens as the last, contiguous axis, one `log_softmax` per
+normalisation (the precision rule's `(u - m) - log sum exp(u - m)`); the projection makes one scaled copy of x and
+no other full-size temporary; `mhc_post_res` is one autograd.Function (bmm, then an in-place addcmul; four bmm's
+backward). The bytes-moved model of benchmarks/common.py is the yardstick.
 """
 
 from __future__ import annotations

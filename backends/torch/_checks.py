@@ -7,9 +7,16 @@ Rules shared by every op:
   fp32 parameters and fp32 maps with bf16/fp16 activations, as DeepSeek keeps them); anything else is a TypeError
   (e.g. float64 x with float32 phi, or bfloat16 phi with float32 x);
 - shapes follow the spec table; the stream count n comes from x and every other argument must agree with it;
-- NaN/Inf in any input is a ValueError. The scan costs one pass over the data and a host sync, so it is skipped
-  while `torch.compile` traces (`torch.compiler.is_compiling()`), and it can be switched off globally with
-  `set_check_finite(False)` or the environment variable `MHC_TORCH_CHECK_FINITE=0`;
+- NaN/Inf in any input is a ValueError. The scan is one pass over the data (`aminmax`: a NaN propagates into both
+  extremes, an Inf is one of them; no full-size temporary) and one host read of the verdict. Where it runs
+  (`set_check_finite(mode)` or the environment variable `MHC_TORCH_CHECK_FINITE` = auto | 1 | 0):
+    "auto" (default)  the functional ops (the backend contract, the public edge) scan every input on any device;
+                      the nn.Modules (the training hot path, `hot=True`) scan on the CPU, where the verdict costs no
+                      sync, and not on CUDA, where reading it would stall the stream once per layer: there they
+                      behave like torch's own modules (a NaN propagates). Switch to True to hunt a NaN on a GPU.
+    True              every scan everywhere (a host sync per checked tensor on CUDA);
+    False             no scan (nor the other data-dependent checks: zero tokens, float16 overflow).
+  Every scan is skipped while `torch.compile` traces (`torch.compiler.is_compiling()`);
 - strides do not matter to the eager ops (they `reshape`, which copies when it must); `check_contiguous` is for
   backends whose kernels index raw pointers (torch-triton) and rejects non-contiguous inputs instead of crashing.
 """
@@ -28,18 +35,39 @@ OPTIONS = load().options  # option types and ranges (t_max's max, the epsilons' 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-_state = {"check_finite": os.environ.get("MHC_TORCH_CHECK_FINITE", "1") not in ("0", "false", "False", "")}
+MODES = (True, False, "auto")
 
 
-def set_check_finite(enabled: bool) -> bool:
-    """Switch the NaN/Inf scan of every input on or off; returns the previous setting."""
+def _mode_from_env(value: str | None):
+    value = (value or "auto").strip().lower()
+    return False if value in ("0", "false", "off", "no", "") else "auto" if value == "auto" else True
+
+
+_state = {"check_finite": _mode_from_env(os.environ.get("MHC_TORCH_CHECK_FINITE"))}
+
+
+def set_check_finite(mode) -> bool | str:
+    """Set where the NaN/Inf scan runs: True (everywhere), False (nowhere) or "auto" (the default: see the module
+    docstring); returns the previous setting."""
+    if mode not in MODES or (mode != "auto" and not isinstance(mode, bool)):
+        raise ValueError(f"set_check_finite: mode must be True, False or 'auto', got {mode!r}")
     previous = _state["check_finite"]
-    _state["check_finite"] = bool(enabled)
+    _state["check_finite"] = mode
     return previous
 
 
-def check_finite_enabled() -> bool:
-    return _state["check_finite"] and not torch.compiler.is_compiling()
+def check_finite_enabled(t: torch.Tensor | None = None, hot: bool = False) -> bool:
+    """Whether the data-dependent checks run for tensor t; `hot`: a module's per-layer check (see "auto")."""
+    mode = _state["check_finite"]
+    if not mode or torch.compiler.is_compiling():
+        return False
+    return mode is True or not hot or t is None or t.device.type == "cpu"
+
+
+def finite_flag(t: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: every entry of t is finite. One pass (aminmax), no full-size temporary, no host sync."""
+    lo, hi = torch.aminmax(t.detach())
+    return torch.isfinite(lo) & torch.isfinite(hi)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -60,12 +88,13 @@ def check_tensor(name: str, t, op: str, ndim_min: int = 1, scan: bool = True) ->
     return t
 
 
-def check_finite(name: str, t: torch.Tensor, op: str) -> None:
-    """No NaN/Inf in t, unless the scan is off, torch.compile is tracing, or t has no data (meta device)."""
-    if not check_finite_enabled() or t.numel() == 0 or t.device.type == "meta":
+def check_finite(name: str, t: torch.Tensor, op: str, hot: bool = False) -> None:
+    """No NaN/Inf in t, unless the scan is off for t (see the module docstring), torch.compile is tracing, or t has
+    no data (meta device). The count in the message is computed only once the one-pass scan has failed."""
+    if not check_finite_enabled(t, hot) or t.numel() == 0 or t.device.type == "meta":
         return
     t = t.detach()  # the scan builds no autograd graph
-    if not bool(torch.isfinite(t).all()):
+    if not bool(finite_flag(t)):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{op}: {name} must be finite, got {bad} NaN/Inf entries "
                          f"(switch the scan off with mhc_backends.torch.set_check_finite(False))")
@@ -108,9 +137,9 @@ def check_like_x(name: str, t, x: torch.Tensor, expected: tuple[int, ...], op: s
 
 def check_result(name: str, t: torch.Tensor, op: str, why: str) -> None:
     """A result computed from finite inputs has no NaN/Inf (part of the opt-out scan); else a ValueError saying why."""
-    if not check_finite_enabled() or t.numel() == 0 or t.device.type == "meta":
+    if not check_finite_enabled(t) or t.numel() == 0 or t.device.type == "meta":
         return
-    if not bool(torch.isfinite(t.detach()).all()):
+    if not bool(finite_flag(t)):
         bad = int((~torch.isfinite(t.detach())).sum())
         raise ValueError(f"{op}: {name} has {bad} NaN/Inf entries although every input is finite: {why}")
 
@@ -121,7 +150,7 @@ FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 def fits_float16(t: torch.Tensor, what: str) -> torch.Tensor:
     """t (float32, about to be cast to float16) fits float16, else a ValueError: a finite value above 65504 would
     become inf silently. Part of the opt-out scan."""
-    if check_finite_enabled() and t.numel() and t.device.type != "meta":
+    if check_finite_enabled(t) and t.numel() and t.device.type != "meta":
         big = float(t.detach().abs().amax())
         if big > FLOAT16_MAX:
             raise ValueError(f"{what} overflows float16: max |value| = {big:.4g} > {FLOAT16_MAX:g}; use bfloat16 or "
@@ -179,10 +208,11 @@ def rms_floor(eps: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(math.sqrt(eps), dtype=compute_dtype(dtype)))
 
 
-def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "x", per_stream: bool = False) -> None:
+def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "x", per_stream: bool = False,
+                         hot: bool = False) -> None:
     """With rms_eps = 0 (or so small that sqrt(rms_eps) is 0 in the compute dtype) an all-zero token (or stream, for
     the per-stream RMSNorm of hc_coeffs) has RMS r = 0 and its maps are 0/0; refuse it (part of the opt-out scan)."""
-    if rms_floor(rms_eps, x.dtype) != 0 or not check_finite_enabled() or x.numel() == 0 \
+    if rms_floor(rms_eps, x.dtype) != 0 or not check_finite_enabled(x, hot) or x.numel() == 0 \
             or x.device.type == "meta":
         return
     what = "stream whose C" if per_stream else "token whose n*C"
@@ -199,7 +229,14 @@ def rms(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.
     dtype's max), so y = x / t is exact and in [-2, 2], and rho = sqrt(mean(y^2) + (sqrt(eps) / t)^2) cannot
     overflow: x of 1e20 in float32 (1e30 in bfloat16 computed in float32, 1e200 in float64) gives the right r
     instead of inf (issue 9 Sec. 3)."""
-    s = torch.clamp(x.detach().abs().amax(dim=-1, keepdim=True), min=math.sqrt(eps))
-    t = torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent - 1)  # s = f 2^e, f in [1/2, 1); 1/2 for s = 0
+    t = rms_scale(x, eps)
     y = x / t
     return y, t, torch.sqrt(torch.mean(y * y, dim=-1, keepdim=True) + (math.sqrt(eps) / t) ** 2)
+
+
+def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """t of `rms`: the power of two in (s/2, s], s = max(max|x|, sqrt eps) per row, (..., 1), no gradient. One pass
+    (aminmax), no full-size |x| temporary."""
+    lo, hi = torch.aminmax(x.detach(), dim=-1, keepdim=True)
+    s = torch.clamp(torch.maximum(-lo, hi), min=math.sqrt(eps))
+    return torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent - 1)  # s = f 2^e, f in [1/2, 1); 1/2 at s = 0

@@ -15,10 +15,13 @@ phi, alpha, b may be float32 (the module keeps its parameters in float32) or x's
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import _checks
-from .sinkhorn import sinkhorn_log
+from .sinkhorn import from_tokens_last, sinkhorn_tokens_last
 
 OP = "mhc_coeffs"
 LAYOUTS = ("row_major", "col_major")
@@ -61,26 +64,38 @@ class Projection(torch.autograd.Function):
 
         dp = g / r,   dr = -sum_k(g_k m_k) / r,   dx_bar = dp @ w^T + dr x_bar / (D r),   dw = x_bar^T dp
 
-    r is computed scale-safely (`_checks.rms`). Saves x_bar, w, r and m (not autograd's chain of intermediates).
-    The backward is itself differentiable.
+    r = t rho is computed scale-safely: t = 2^e >= max|x_bar| (`_checks.rms_scale`), y = x_bar / t (exact), rho =
+    sqrt(|y|^2 / D + rms_eps / t^2), so x_bar^2 never overflows (x of 1e20 in float32). Passes over x_bar: aminmax,
+    y, |y|, y @ w; the backward rebuilds y as its dx buffer: dx = y * (dr / (D rho)) + dp @ w^T (the dr term in y,
+    not x_bar, so that no factor underflows at large |x|), then one addmm in place. Saves x_bar, w, t, rho and m.
+    One backward only (`once_differentiable`): r and m are saved values, so a second differentiation through them
+    would be silently incomplete.
     """
 
     @staticmethod
     def forward(ctx, x_bar, w, rms_eps):
-        y, t, rho = _checks.rms(x_bar, rms_eps)  # r = t * rho, scaled so that x_bar^2 cannot overflow
-        r = t * rho  # (..., 1)
+        D = x_bar.shape[-1]
+        t = _checks.rms_scale(x_bar, rms_eps)  # (..., 1)
+        y = x_bar / t  # (..., D), |y| <= 1
+        rho = torch.sqrt(torch.linalg.vector_norm(y, dim=-1, keepdim=True) ** 2 / D + (math.sqrt(rms_eps) / t) ** 2)
         m = torch.matmul(y, w) / rho  # (..., k) = (x_bar @ w) / r, exactly so: t is a power of two
-        ctx.save_for_backward(x_bar, w, r, m)
+        ctx.save_for_backward(x_bar, w, t, rho, m)
         return m
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, g):
-        x_bar, w, r, m = ctx.saved_tensors
+        x_bar, w, t, rho, m = ctx.saved_tensors
         D, k = x_bar.shape[-1], w.shape[-1]
+        r = t * rho
         dp = g / r  # (..., k)
-        dr = -torch.sum(g * m, dim=-1, keepdim=True) / r  # (..., 1)
-        dx_bar = torch.matmul(dp, w.t()) + dr * (x_bar / (D * r)) if ctx.needs_input_grad[0] else None
-        dw = torch.matmul(x_bar.reshape(-1, D).t(), dp.reshape(-1, k)) if ctx.needs_input_grad[1] else None
+        dx_bar = dw = None
+        if ctx.needs_input_grad[0]:
+            c = -torch.sum(g * m, dim=-1, keepdim=True) / (r * (D * rho))  # dr / (D rho), (..., 1)
+            dx_bar = torch.div(x_bar, t, out=torch.empty(x_bar.shape, dtype=x_bar.dtype, device=x_bar.device))
+            dx_bar.mul_(c).view(-1, D).addmm_(dp.reshape(-1, k), w.t())  # y * c + dp @ w^T, in y's buffer
+        if ctx.needs_input_grad[1]:
+            dw = torch.matmul(x_bar.reshape(-1, D).t(), dp.reshape(-1, k))
         return dx_bar, dw, None
 
 
@@ -97,8 +112,13 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
     m = projection(_checks.to_compute(x, "x (mhc_coeffs)"), phi.to(cd), rms_eps)  # (..., n^2 + 2n)
     h_pre = torch.sigmoid(alpha[0] * m[..., :n] + b[:n]) + pre_eps  # (..., n)
     h_post = post_scale * torch.sigmoid(alpha[1] * m[..., n:2 * n] + b[n:2 * n])  # (..., n)
-    logits = mat(alpha[2] * m[..., 2 * n:] + b[2 * n:], n, res_layout)  # (..., n, n)
-    h_res = torch.exp(sinkhorn_log(logits, t_max, sinkhorn_eps))  # (..., n, n)
+    N = math.prod(x.shape[:-2])
+    z = (alpha[2] * m[..., 2 * n:] + b[2 * n:]).reshape(N, n * n).t()  # (n*n, N) view: tokens last
+    v = z.reshape(n, n, N)  # H[i, j] = v[i, j] (row_major: z[i*n + j]); still a view
+    if res_layout == "col_major":
+        v = v.transpose(0, 1)
+    v = sinkhorn_tokens_last(v.contiguous(), t_max, sinkhorn_eps)  # (n, n, N) log H_res, tokens contiguous
+    h_res = from_tokens_last(torch.exp(v), tuple(x.shape[:-2]))  # (..., n, n), contiguous for the mixing bmm
     out = x.dtype if maps_dtype is None else maps_dtype
     return h_pre.to(out), h_post.to(out), h_res.to(out)
 

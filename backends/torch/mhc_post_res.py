@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _checks
@@ -29,10 +31,37 @@ def validate(x, f_out, h_post, h_res, op: str = OP) -> int:
     return n
 
 
+class PostRes(torch.autograd.Function):
+    """y = H_res x + H_post^T f in one node: one bmm writes y and an in-place addcmul adds the outer product, so the
+    forward makes no full-size temporary; the backward is four bmm's, each writing only its gradient:
+
+        dx = H_res^T g,   df = H_post^T g,   dH_post = g f,   dH_res = g x^T         (per token; g = dL/dy)
+
+    Inputs are (N, n, C), (N, C), (N, n), (N, n, n) in the compute dtype. The backward is itself differentiable."""
+
+    @staticmethod
+    def forward(ctx, x, f_out, h_post, h_res):
+        ctx.save_for_backward(x, f_out, h_post, h_res)
+        y = torch.bmm(h_res, x)  # (N, n, n) @ (N, n, C) -> (N, n, C)
+        return y.addcmul_(h_post.unsqueeze(-1), f_out.unsqueeze(-2))  # + (N, n, 1) * (N, 1, C), in place
+
+    @staticmethod
+    def backward(ctx, g):
+        x, f_out, h_post, h_res = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dx = torch.bmm(h_res.transpose(-1, -2), g) if need[0] else None  # (N, n, C)
+        df = torch.bmm(h_post.unsqueeze(-2), g).squeeze(-2) if need[1] else None  # (N, 1, n) @ (N, n, C)
+        dh_post = torch.bmm(g, f_out.unsqueeze(-1)).squeeze(-1) if need[2] else None  # (N, n, C) @ (N, C, 1)
+        dh_res = torch.bmm(g, x.transpose(-1, -2)) if need[3] else None  # (N, n, C) @ (N, C, n)
+        return dx, df, dh_post, dh_res
+
+
 def mhc_post_res_unchecked(x, f_out, h_post, h_res):
     cd = _checks.compute_dtype(x.dtype)
-    y = torch.matmul(h_res.to(cd), _checks.to_compute(x, "x (mhc_post_res)"))  # (..., n, n) @ (..., n, C)
-    y = y + h_post.to(cd).unsqueeze(-1) * _checks.to_compute(f_out, "f_out").unsqueeze(-2)  # (..., n, 1) * (..., 1, C)
+    N, (n, C) = math.prod(x.shape[:-2]), x.shape[-2:]
+    y = PostRes.apply(_checks.to_compute(x, "x (mhc_post_res)").reshape(N, n, C),
+                      _checks.to_compute(f_out, "f_out").reshape(N, C), h_post.to(cd).reshape(N, n),
+                      h_res.to(cd).reshape(N, n, n)).reshape(x.shape)
     if x.dtype == torch.float16:
         _checks.fits_float16(y, "mhc_post_res: the mixed streams H_res x + H_post^T f_out")
     return y.to(x.dtype)

@@ -42,9 +42,11 @@ DeepSeek-V4 checkpoints (`fn` = phi^T, `scale` = alpha, `base` = b, comb in col_
 `CollapseStreams.load_deepseek(hc_head_fn, hc_head_scale, hc_head_base)` (see `mhc_backends.torch.deepseek`).
 
 Input checks: every forward checks x's shape (..., n, C), dtype and device against the parameters (no host sync);
-the NaN/Inf scan of x and of the module's own parameters (one sync for all) follows `set_check_finite` and is skipped
-under torch.compile. The state dict carries the configuration (mode, n, dim, preset and its resolved options) as
-`_extra_state`; loading one saved with another configuration is a ValueError (state dicts without it load as before).
+the NaN/Inf scan of x and of the module's own parameters (one pass each) follows `set_check_finite`: in the default
+"auto" mode it runs on CPU tensors and not on CUDA ones, where reading its verdict would stall the stream once per
+layer (see `_checks`); skipped under torch.compile. The state dict carries the configuration (mode, n, dim,
+preset and its resolved options) as `_extra_state`; loading one saved with another configuration is a ValueError
+(state dicts without it load as before).
 """
 
 from __future__ import annotations
@@ -104,16 +106,16 @@ def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: st
         if ref.dtype not in allowed:
             raise TypeError(f"{where}: x has dtype {x.dtype} but the parameters are {ref.dtype}; use "
                             f"{' or '.join(map(str, allowed))} parameters (e.g. module.float() or module.double())")
-    _checks.check_finite("x", x, where)
+    _checks.check_finite("x", x, where, hot=True)
 
 
 def _check_params(module: nn.Module, where: str) -> None:
     """The module's own parameters hold no NaN/Inf (one host sync for all; part of the opt-out scan), as the fused
     kernels' checks name them."""
     params = [(k, p) for k, p in module._parameters.items() if p is not None]
-    if not params or not _checks.check_finite_enabled() or params[0][1].device.type == "meta":
+    if not params or not _checks.check_finite_enabled(params[0][1], hot=True) or params[0][1].device.type == "meta":
         return
-    if not bool(torch.stack([torch.isfinite(p.detach()).all() for _, p in params]).all()):
+    if not bool(torch.stack([_checks.finite_flag(p) for _, p in params]).all()):
         for name, p in params:
             _checks.check_finite(name, p, where)
 
@@ -315,7 +317,7 @@ class MHC(_Config, _KeepFp32, nn.Module):
             return x + f_out.unsqueeze(-2)
         _check_params(self, "MHC")
         if self.impl == "eager":  # the kernels check their own inputs
-            _checks.check_nonzero_tokens(x, self.options["rms_eps"], "MHC", per_stream=self.mode == "hc")
+            _checks.check_nonzero_tokens(x, self.options["rms_eps"], "MHC", per_stream=self.mode == "hc", hot=True)
         h_pre, h_post, h_res = self.maps_from(x, *self.params())
         f_out = self.call_sublayer(self.pre(x, h_pre))  # (..., C)
         return self.post_res(x, f_out, h_post, h_res)  # (..., n, C)
@@ -396,7 +398,7 @@ class CollapseStreams(_Config, _KeepFp32, nn.Module):
             return collapse_streams_unchecked(x, None, None, None, mode="sum", rms_eps=self.rms_eps,
                                               pre_eps=self.pre_eps)
         _check_params(self, "CollapseStreams")
-        _checks.check_nonzero_tokens(x, self.rms_eps, "CollapseStreams")
+        _checks.check_nonzero_tokens(x, self.rms_eps, "CollapseStreams", hot=True)
         with torch.autocast(device_type=x.device.type, enabled=False):
             return collapse_streams_unchecked(x, self.phi_head, self.alpha_head, self.b_head, mode="head",
                                               rms_eps=self.rms_eps, pre_eps=self.pre_eps)

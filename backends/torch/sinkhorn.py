@@ -8,6 +8,10 @@ T^eps divides by (sum + eps). In the log domain u = log M every normalisation is
 `mhc_ref.sinkhorn`) and `+ eps` is `logaddexp(u, log eps)`: the same function as the linear iteration, but it never
 overflows, so logits of +-1e4 give finite outputs and gradients, and no step rounds at the scale of |m|.
 
+Layout: the iteration runs on (n, n, N) with the tokens last and contiguous, so each of the 2 t_max steps is one
+vectorised pass over all tokens (one `log_softmax` when eps = 0), not ~10 small ops on (N, n, n) tiles whose
+reductions run over 4 strided elements; H_res is made contiguous in (..., n, n) again for the mixing `bmm`.
+
 The gradient is autograd through the unrolled loop, i.e. the exact VJP of the truncated iteration (P Sec. 4.3.1),
 not the implicit gradient at convergence. 16-bit logits are computed in float32 and the result is cast back.
 """
@@ -23,30 +27,52 @@ from . import _checks
 OP = "sinkhorn"
 
 
-def sinkhorn_log(u: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
-    """The iteration on log-domain logits u (..., n, n) in u's dtype; returns log H_res. No validation."""
+def _normalise_eps(v: torch.Tensor, dim: int, log_eps: float) -> torch.Tensor:
+    """v - log(sum_dim exp(v) + eps), to full precision at any |v| (the rule of `mhc_ref.sinkhorn._normalise`)."""
+    m = v.amax(dim=dim, keepdim=True).detach()  # any shift gives the same function; detached, it has no grad
+    s = torch.exp(v - m).sum(dim=dim, keepdim=True)  # the column or row sums, 1 <= s <= n
+    out = (v - m) - torch.log(s)
+    a = m + torch.log(s)  # log of the sum; compared with log eps and used inside log1p(exp(.)) only
+    eps_side = v - log_eps - torch.log1p(torch.exp(torch.clamp(a - log_eps, max=0.0)))  # a < log eps
+    sum_side = out - torch.log1p(torch.exp(torch.clamp(log_eps - a, max=0.0)))  # a >= log eps
+    return torch.where(a < log_eps, eps_side, sum_side)
+
+
+def sinkhorn_tokens_last(v: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
+    """The iteration on log-domain logits v (n, n, N): H's row index i on dim 0, its column index j on dim 1,
+    tokens last, so every step is one vectorised pass over all tokens. Returns log H_res (n, n, N). No validation.
+
+    A column step (normalise over i, dim 0) and a row step (over j, dim 1) with eps = 0 are one `log_softmax`
+    each, which computes `(v - m) - log(sum exp(v - m))`, the precision rule, with a one-kernel backward."""
     log_eps = math.log(eps) if eps > 0 else None
-
-    def normalise(u, dim, with_eps):
-        # (u - m) - log s, never u - (m + log s): the latter rounds at the scale of |m| (issue 9 Sec. 1)
-        m = u.amax(dim=dim, keepdim=True).detach()  # any shift gives the same function; detached, it has no grad
-        s = torch.exp(u - m).sum(dim=dim, keepdim=True)  # the column (dim=-2) or row (dim=-1) sums, 1 <= s <= n
-        out = (u - m) - torch.log(s)
-        if not with_eps:
-            return out
-        a = m + torch.log(s)  # log of the sum; compared with log eps and used inside log1p(exp(.)) only
-        eps_side = u - log_eps - torch.log1p(torch.exp(torch.clamp(a - log_eps, max=0.0)))  # a < log eps
-        sum_side = out - torch.log1p(torch.exp(torch.clamp(log_eps - a, max=0.0)))  # a >= log eps
-        return torch.where(a < log_eps, eps_side, sum_side)
-
-    u = normalise(u, -2, False)  # the first column step is an exact softmax over each column
-    if log_eps is not None:
-        u = torch.logaddexp(u, torch.full_like(u, log_eps))  # + eps
-    u = normalise(u, -1, log_eps is not None)
+    v = torch.log_softmax(v, dim=0)  # the first column step is an exact softmax over each column
+    if log_eps is None:
+        v = torch.log_softmax(v, dim=1)
+        for _ in range(t_max - 1):
+            v = torch.log_softmax(torch.log_softmax(v, dim=0), dim=1)
+        return v
+    v = torch.logaddexp(v, torch.full_like(v, log_eps))  # + eps
+    v = _normalise_eps(v, 1, log_eps)
     for _ in range(t_max - 1):
-        u = normalise(u, -2, log_eps is not None)
-        u = normalise(u, -1, log_eps is not None)
-    return u
+        v = _normalise_eps(_normalise_eps(v, 0, log_eps), 1, log_eps)
+    return v
+
+
+def to_tokens_last(logits: torch.Tensor) -> torch.Tensor:
+    """(..., n, n) -> (n, n, N) contiguous, N = the product of the leading dims."""
+    n = logits.shape[-1]
+    return logits.reshape(math.prod(logits.shape[:-2]), n, n).permute(1, 2, 0).contiguous()
+
+
+def from_tokens_last(v: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """(n, n, N) -> (..., n, n) contiguous: the layout the mixing bmm reads without a per-matrix loop."""
+    n = v.shape[0]
+    return v.permute(2, 0, 1).reshape(*lead, n, n)
+
+
+def sinkhorn_log(u: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
+    """The iteration on log-domain logits u (..., n, n) in u's dtype; returns log H_res (..., n, n)."""
+    return from_tokens_last(sinkhorn_tokens_last(to_tokens_last(u), t_max, eps), tuple(u.shape[:-2]))
 
 
 def validate(logits, t_max, eps, op: str = OP) -> None:
@@ -64,4 +90,5 @@ def sinkhorn(logits: torch.Tensor, *, t_max: int = 20, eps: float = 0.0) -> torc
     """H_res (..., n, n) = Sinkhorn-Knopp(exp(logits (..., n, n))), P Eq. 9; same dtype as logits."""
     validate(logits, t_max, eps)
     cd = _checks.compute_dtype(logits.dtype)
-    return torch.exp(sinkhorn_log(logits.to(cd), t_max, eps)).to(logits.dtype)
+    v = sinkhorn_tokens_last(to_tokens_last(logits.to(cd)), t_max, eps)  # (n, n, N)
+    return from_tokens_last(torch.exp(v), tuple(logits.shape[:-2])).to(logits.dtype)
