@@ -28,6 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mhc_spec.table import load
+
+SPEC = load()
+
 FLOAT_DTYPES = (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -99,8 +103,10 @@ def check_finite(name: str, a, op: str) -> None:
 
 
 def check_stream_state(name: str, x, op: str) -> tuple[int, int]:
-    """x (..., n, C): returns (n, C)."""
+    """x (..., n, C) with n >= 1 and C >= 1 (empty leading dims are fine: empty results); returns (n, C)."""
     check_array(name, x, op, ndim_min=2)
+    if x.shape[-2] < 1 or x.shape[-1] < 1:
+        raise ValueError(f"{op}: {name} must be (..., n, C) with n >= 1 and C >= 1, got shape {tuple(x.shape)}")
     return x.shape[-2], x.shape[-1]
 
 
@@ -126,11 +132,20 @@ def check_like_x(name: str, a, x, expected: tuple[int, ...], op: str, why: str =
     check_finite(name, a, op)
 
 
+def _table_max(name: str):
+    opt = SPEC.options.get(name)
+    return None if opt is None else opt.max
+
+
 def check_int(name: str, value, op: str, minimum: int) -> int:
+    """An int >= minimum and <= the spec table's max for an option of that name (t_max <= 1000)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{op}: {name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    maximum = _table_max(name)
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{op}: {name} must be <= {int(maximum)}, got {value!r}")
     return int(value)
 
 
@@ -141,6 +156,9 @@ def check_float(name: str, value, op: str, minimum: float = 0.0) -> float:
         raise ValueError(f"{op}: {name} must be finite, got {value!r}")
     if not value >= minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    maximum = _table_max(name)
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{op}: {name} must be <= {maximum}, got {value!r}")
     return float(value)
 
 
@@ -158,3 +176,33 @@ def check_nonzero_tokens(x, rms_eps: float, op: str, name: str = "x") -> None:
     if bool(np.any(np.all(flat == 0, axis=-1))):
         raise ValueError(f"{op}: {name} has a token whose n*C entries are all zero, and rms_eps = 0 makes its RMS "
                          f"r = 0; pass rms_eps > 0 (e.g. the preset's) or a nonzero {name}")
+
+
+def check_outputs(op: str, outputs, *inputs) -> None:
+    """Overflow is refused, not returned (spec): on eager calls (concrete inputs, scan on), a non-finite output (map
+    logits that overflow, or a 16-bit result above its max, e.g. 65504 in float16) is a ValueError. Under jit there
+    is no data to check (see the module docstring)."""
+    if not _state["check_finite"] or not all(is_concrete(a) for a in inputs if a is not None):
+        return
+    for i, y in enumerate(outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
+        if y is None or not is_concrete(y) or y.size == 0:
+            continue
+        v = np.asarray(y)
+        finite = np.isfinite(v.astype(np.float32) if v.dtype.itemsize == 2 else v)
+        if not bool(finite.all()):
+            raise ValueError(f"{op}: output {i} overflows {y.dtype} in {int((~finite).sum())} entries (finite "
+                             f"inputs: the map logits alpha * (x_bar @ phi) / r + b, or a value beyond the dtype's "
+                             f"max); scale the inputs or parameters down")
+
+
+def rms_scaled(v, eps: float):
+    """(v / t, rho) with sqrt(mean(v^2) + eps) = t * rho over the last axis, without overflow or underflow (spec
+    "RMS without overflow"): t is the power of two just above max(max|v|, sqrt eps), so v / t is exact and in
+    [-1, 1]. t is piecewise constant: it enters under stop_gradient, and the gradient is that of the plain formula."""
+    root = float(np.sqrt(np.float64(eps)))
+    s = jnp.maximum(jnp.max(jnp.abs(v), axis=-1, keepdims=True, initial=0.0), jnp.asarray(root, v.dtype))
+    _, e = jnp.frexp(jax.lax.stop_gradient(s))
+    t = jnp.ldexp(jnp.ones_like(s), e)  # 2^e > s (t = 1 for s = 0)
+    y = v / t
+    rho = jnp.sqrt(jnp.mean(y * y, axis=-1, keepdims=True) + jnp.square(jnp.asarray(root, v.dtype) / t))
+    return y, rho

@@ -46,5 +46,8 @@ def amax_gain(h_res) -> dict:
     _checks.check_array("h_res", h_res, OP, ndim_min=3)
     if h_res.shape[-1] != h_res.shape[-2]:
         raise ValueError(f"{OP}: h_res must be (L, ..., n, n) with square maps, got shape {tuple(h_res.shape)}")
+    if h_res.size == 0:  # the gains are means over tokens: undefined for none
+        raise ValueError(f"{OP}: h_res must hold at least one layer, one token and n >= 1, got shape "
+                         f"{tuple(h_res.shape)}")
     with _checks.x64_scope(h_res, force=_checks.is_concrete(h_res)):
         return amax_gain_unchecked(h_res)

@@ -108,6 +108,7 @@ class JaxBackend(Backend):
         with _checks.x64_scope(*inputs, *cotangents):
             outputs, grads = _vjp(getattr(self, op), tuple(wanted), tuple(sorted(options.items())), list(inputs),
                                   list(cotangents))
+        _checks.check_outputs(op, tuple(outputs) + tuple(grads), *inputs, *cotangents)  # overflow is refused
         return outputs, {names[i]: g for i, g in zip(wanted, grads)}
 
 

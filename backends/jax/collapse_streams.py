@@ -61,5 +61,7 @@ def collapse_streams(x, phi_head=None, alpha_head=None, b_head=None, *, mode: st
     if mode == "head":
         _checks.check_nonzero_tokens(x, rms_eps, OP)
     with _checks.x64_scope(x, phi_head, alpha_head, b_head):
-        return collapse_streams_unchecked(x, phi_head, alpha_head, b_head, mode=mode, rms_eps=rms_eps,
-                                          pre_eps=pre_eps)
+        out = collapse_streams_unchecked(x, phi_head, alpha_head, b_head, mode=mode, rms_eps=rms_eps,
+                                         pre_eps=pre_eps)
+    _checks.check_outputs(OP, out, x, phi_head, alpha_head, b_head)
+    return out

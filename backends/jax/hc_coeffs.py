@@ -25,7 +25,8 @@ HIGHEST = jax.lax.Precision.HIGHEST
 
 def rms_normalize(x, eps: float):
     """x / sqrt(mean(x^2) + eps) over the last axis (RMSNorm without weight)."""
-    return x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+    y, rho = _checks.rms_scaled(x, eps)  # scale-safe: x / r = (x / t) / rho
+    return y / rho
 
 
 def validate(x, params, op: str = OP) -> None:
@@ -58,4 +59,6 @@ def hc_coeffs(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_res, 
     rms_eps = _checks.check_float("rms_eps", rms_eps, OP)
     md = None if maps_dtype is None else jnp.dtype(maps_dtype)
     with _checks.x64_scope(x, *params):
-        return hc_coeffs_unchecked(x, *params, rms_eps=rms_eps, maps_dtype=md)
+        out = hc_coeffs_unchecked(x, *params, rms_eps=rms_eps, maps_dtype=md)
+    _checks.check_outputs(OP, out, x, *params)
+    return out

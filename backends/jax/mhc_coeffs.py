@@ -37,9 +37,9 @@ def mat(v, n: int, layout: str):
 
 def projection(x, w, rms_eps: float):
     """m = (x_bar @ w) / r, P Eqs. 14-16 before scale and bias; x (..., n, C), w (n*C, k) -> (..., k)."""
-    x_bar = x.reshape(*x.shape[:-2], -1)  # (..., n*C), stream-major
-    r = jnp.sqrt(jnp.mean(x_bar * x_bar, axis=-1, keepdims=True) + rms_eps)  # (..., 1)
-    return jnp.matmul(x_bar, w, precision=HIGHEST) / r
+    x_bar = x.reshape(*x.shape[:-2], x.shape[-2] * x.shape[-1])  # (..., n*C), stream-major
+    y, rho = _checks.rms_scaled(x_bar, rms_eps)  # r = t * rho; y = x_bar / t exact (t a power of two)
+    return jnp.matmul(y, w, precision=HIGHEST) / rho  # = (x_bar @ w) / r, no overflow of x_bar^2
 
 
 def validate(x, phi, alpha, b, op: str = OP) -> tuple[int, int]:
@@ -91,4 +91,6 @@ def mhc_coeffs(x, phi, alpha, b, *, t_max: int = 20, sinkhorn_eps: float = 0.0, 
     _checks.check_nonzero_tokens(x, rms_eps, OP)
     md = None if maps_dtype is None else jnp.dtype(maps_dtype)
     with _checks.x64_scope(x, phi, alpha, b):
-        return mhc_coeffs_unchecked(x, phi, alpha, b, maps_dtype=md, **opts)
+        out = mhc_coeffs_unchecked(x, phi, alpha, b, maps_dtype=md, **opts)
+    _checks.check_outputs(OP, out, x, phi, alpha, b)
+    return out

@@ -79,5 +79,8 @@ def mhc_layer(x, phi, alpha, b, sublayer, *, t_max: int = 20, sinkhorn_eps: floa
                           res_layout)
     with _checks.x64_scope(x, phi, alpha, b, sublayer if is_array(sublayer) else None):
         if is_array(sublayer):
-            return mhc_layer_probe(x, phi, alpha, b, sublayer, **opts)
-        return mhc_layer_unchecked(x, phi, alpha, b, sublayer, **opts)
+            out = mhc_layer_probe(x, phi, alpha, b, sublayer, **opts)
+        else:
+            out = mhc_layer_unchecked(x, phi, alpha, b, sublayer, **opts)
+    _checks.check_outputs(OP, out, x, phi, alpha, b)
+    return out

@@ -41,4 +41,6 @@ def mhc_post_res(x, f_out, h_post, h_res):
     """x (..., n, C), f_out (..., C), h_post (..., n), h_res (..., n, n) -> (..., n, C)."""
     validate(x, f_out, h_post, h_res)
     with _checks.x64_scope(x, f_out, h_post, h_res):
-        return mhc_post_res_unchecked(x, f_out, h_post, h_res)
+        out = mhc_post_res_unchecked(x, f_out, h_post, h_res)
+    _checks.check_outputs(OP, out, x, f_out, h_post, h_res)
+    return out

@@ -30,4 +30,6 @@ def mhc_pre(x, h_pre):
     """x (..., n, C), h_pre (..., n) -> (..., C)."""
     validate(x, h_pre)
     with _checks.x64_scope(x, h_pre):
-        return mhc_pre_unchecked(x, h_pre)
+        out = mhc_pre_unchecked(x, h_pre)
+    _checks.check_outputs(OP, out, x, h_pre)
+    return out

@@ -62,5 +62,7 @@ def mhc_stack(x, phi, alpha, b, w_sub, *, t_max: int = 20, sinkhorn_eps: float =
     _, opts = validate_stack(x, phi, alpha, b, w_sub, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps,
                              res_layout)
     with _checks.x64_scope(x, phi, alpha, b, w_sub):
-        return stack_apply({"phi": phi, "alpha": alpha, "b": b}, x, _probe, w_sub, recompute_every=recompute_every,
-                           **opts)
+        out = stack_apply({"phi": phi, "alpha": alpha, "b": b}, x, _probe, w_sub, recompute_every=recompute_every,
+                          **opts)
+    _checks.check_outputs(OP, out, x, phi, alpha, b, w_sub)
+    return out

@@ -65,6 +65,8 @@ def validate(logits, t_max, eps, op: str = OP) -> None:
     if logits.shape[-1] != logits.shape[-2]:
         raise ValueError(f"{op}: logits must be square in its last two dims (..., n, n), got shape "
                          f"{tuple(logits.shape)}")
+    if logits.shape[-1] < 1:
+        raise ValueError(f"{op}: logits must be (..., n, n) with n >= 1, got shape {tuple(logits.shape)}")
     _checks.check_int("t_max", t_max, op, 1)
     _checks.check_float("eps", eps, op)
 
@@ -73,4 +75,6 @@ def sinkhorn(logits, *, t_max: int = 20, eps: float = 0.0):
     """H_res (..., n, n) = Sinkhorn-Knopp(exp(logits (..., n, n))), P Eq. 9; same dtype as logits."""
     validate(logits, t_max, eps)
     with _checks.x64_scope(logits):
-        return sinkhorn_unchecked(logits, t_max=int(t_max), eps=float(eps))
+        out = sinkhorn_unchecked(logits, t_max=int(t_max), eps=float(eps))
+    _checks.check_outputs(OP, out, logits)
+    return out
