@@ -151,3 +151,21 @@ def test_ops_compose_with_vmap_and_grad(rng):
     fd = (jnp.sum(jnp.sin(mhc_layer(x, phi + eps * d, alpha, b, w)))
           - jnp.sum(jnp.sin(mhc_layer(x, phi - eps * d, alpha, b, w)))) / (2 * eps)
     np.testing.assert_allclose(float(jnp.sum(g * d)), float(fd), rtol=2e-2)
+
+
+def test_spec_hardening_rules(rng):
+    """Scale-safe RMS (x * 1e20 in float32 gives the maps of x), empty leading dims give empty results and zero
+    parameter gradients, t_max above the table's max and n = 0 are refused, overflowing map logits are refused."""
+    x, phi, alpha, b, _ = (jnp.asarray(a, jnp.float32) for a in layer_inputs(rng, (3,), 4, 8))
+    for got, want in zip(mhc_coeffs(x * 1e20, phi, alpha, b), mhc_coeffs(x, phi, alpha, b)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
+    empty = jnp.zeros((0, 2, 4, 8), jnp.float32)
+    assert [m.shape for m in mhc_coeffs(empty, phi, alpha, b)] == [(0, 2, 4), (0, 2, 4), (0, 2, 4, 4)]
+    g = jax.grad(lambda p: jnp.sum(mhc_coeffs(empty, p, alpha, b)[2]))(phi)
+    assert g.shape == phi.shape and not np.asarray(g).any()
+    with pytest.raises(ValueError, match="mhc_coeffs: t_max must be <= 1000, got 1001"):
+        mhc_coeffs(x, phi, alpha, b, t_max=1001)
+    with pytest.raises(ValueError, match=r"sinkhorn: logits must be \(\.\.\., n, n\) with n >= 1"):
+        sinkhorn(jnp.zeros((2, 0, 0)))
+    with pytest.raises(ValueError, match="mhc_coeffs: output 2 overflows float32"):
+        mhc_coeffs(x, 100 * phi, alpha * 1e38, b)
