@@ -12,6 +12,10 @@ Rules shared by every op (the same messages as the reference and the torch backe
   `lax.scan` bodies (a jitted function cannot raise on data without `jax.experimental.checkify`). Switch it off
   for eager calls too with `set_check_finite(False)` or `MHC_JAX_CHECK_FINITE=0` (it costs one pass over the data
   and a host sync). A jit user who wants the check calls the op once eagerly, or checks the inputs before `jit`.
+  The same switch covers the spec's "overflow is refused" rule on eager calls (`check_outputs`: a non-finite output
+  or gradient from finite inputs, e.g. overflowing map logits or a float16 result above 65504, is a ValueError);
+- options are checked against the spec table's bounds (e.g. 1 <= t_max <= 1000), n >= 1 and C >= 1; empty leading
+  dims are fine and give empty results;
 
 float64: JAX computes in float64 only while `jax_enable_x64` is on. Importing this backend never changes that flag;
 every op enters `x64_scope(...)` (jax.enable_x64, scoped to the call) when one of its inputs is float64, so float64
