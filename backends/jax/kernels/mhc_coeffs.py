@@ -25,11 +25,13 @@ public function.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
@@ -146,13 +148,32 @@ def _scale_bias(alpha, b, n: int, RP: int, NP: int, acc):
     return (_as_tile(alpha.astype(acc)[group], n, RP, NP)[None, :], _as_tile(b.astype(acc), n, RP, NP)[None, :])
 
 
-def _layout(x, n: int, conf: cfg.KernelConfig, RP: int, NP: int):
-    """x (N, n, C) -> x_bar (N_pad, D_pad): D padded with zeros to the K chunk, tokens padded with ones (a padded
-    token has a finite r; its cotangents are zero, so it adds nothing to any reduction)."""
-    N, _, C = x.shape
-    Np = round_up(max(N, 1), conf.block_t * conf.dphi_splits)
-    Dp = round_up(n * C, max(conf.block_k, conf.dphi_block_k))
-    return pad_to(pad_to(x.reshape(N, n * C), 1, Dp), 0, Np, 1.0)
+def _sizes(x, o: Options):
+    """Config and padded sizes of one call: tokens to a multiple of block_t * dphi_splits, n*C to the K chunks."""
+    n, C = x.shape[-2:]
+    N = math.prod(x.shape[:-2])
+    conf = cfg.choose(OP, n=n, C=C, tokens=N, t_max=o.t_max, interpret=o.interpret)
+    return conf, dict(Np=round_up(max(N, 1), conf.block_t * conf.dphi_splits),
+                      Dp=round_up(n * C, max(conf.block_k, conf.dphi_block_k)))
+
+
+@partial(jax.jit, static_argnames=("Np", "Dp"))
+def _prepare(x, phi, alpha, b, *, Np: int, Dp: int):
+    """x (..., n, C) -> x_bar (N_pad, D_pad): D padded with zeros, tokens padded with ones (a padded token has a
+    finite r; its cotangents are zero, so it adds nothing to any reduction). phi -> (D_pad, W) tile columns, scale
+    and bias -> (1, W). One small jitted program per shape (eager ops would each compile on every new shape)."""
+    n, C = x.shape[-2:]
+    RP, NP = cfg.tile_dims(n)
+    acc = compute_dtype(x.dtype)
+    xb = pad_to(pad_to(x.reshape(-1, n * C), 1, Dp), 0, Np, 1.0)
+    phi_t = pad_to(_as_tile(phi.astype(acc), n, RP, NP), 0, Dp)
+    return (xb, phi_t, *_scale_bias(alpha, b, n, RP, NP, acc))
+
+
+def _scalars(o: Options, conf: cfg.KernelConfig, acc):
+    """The option values as runtime scalars (host arrays: no compile per value)."""
+    return (np.asarray([o.t_max, conf.sinkhorn_seg], np.int32),
+            np.asarray([o.rms_eps, o.pre_eps, o.post_scale, log_eps_of(o.sinkhorn_eps)], acc))
 
 
 @functools.cache
@@ -180,27 +201,24 @@ def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
     return jax.jit(run)
 
 
-def _prepare(x, phi, alpha, b, o: Options):
-    N, n, C = x.shape
+@partial(jax.jit, static_argnames=("shape", "res_layout", "maps_dtype"))
+def _maps(tile, *, shape, res_layout: str, maps_dtype):
+    """The (N_pad, W) tile -> (h_pre (..., n), h_post (..., n), h_res (..., n, n)) in maps_dtype."""
+    lead, n = shape[:-2], shape[-2]
     RP, NP = cfg.tile_dims(n)
-    acc = compute_dtype(x.dtype)
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, t_max=o.t_max, interpret=o.interpret)
-    xb = _layout(x, n, conf, RP, NP)
-    phi_t = pad_to(_as_tile(phi.astype(acc), n, RP, NP), 0, xb.shape[1])  # (D_pad, W)
-    scale, bias = _scale_bias(alpha, b, n, RP, NP, acc)
-    ints = jnp.asarray([o.t_max, conf.sinkhorn_seg], jnp.int32)
-    floats = jnp.asarray([o.rms_eps, o.pre_eps, o.post_scale, log_eps_of(o.sinkhorn_eps)], acc)
-    return conf, RP, NP, (ints, floats, xb, phi_t, scale, bias)
+    maps = _from_tile(tile[:math.prod(lead)], n, RP, NP).astype(maps_dtype)  # (N, n^2+2n)
+    return (maps[:, :n].reshape(*lead, n), maps[:, n:2 * n].reshape(*lead, n),
+            mat(maps[:, 2 * n:], n, res_layout).reshape(*lead, n, n))
 
 
-def coeffs_forward(x, phi, alpha, b, o: Options):
-    """x (N, n, C) -> (h_pre (N, n), h_post (N, n), h_res (N, n, n)) in the compute dtype, and the saved m (N_pad, W),
-    r (N_pad,)."""
-    N, n, C = x.shape
-    conf, RP, NP, args = _prepare(x, phi, alpha, b, o)
-    tile, m, r = _fwd_call(n, n * C, static_part(conf), o.static())(*args)
-    maps = _from_tile(tile[:N], n, RP, NP)  # (N, n^2+2n)
-    return (maps[:, :n], maps[:, n:2 * n], mat(maps[:, 2 * n:], n, o.res_layout)), (m, r)
+def coeffs_forward(x, phi, alpha, b, o: Options, maps_dtype):
+    """x (..., n, C) -> (h_pre, h_post, h_res) in maps_dtype, and the saved m (N_pad, W), r (N_pad,)."""
+    n, C = x.shape[-2:]
+    conf, sizes = _sizes(x, o)
+    args = _prepare(x, phi, alpha, b, **sizes)
+    floats_dtype = args[1].dtype
+    tile, m, r = _fwd_call(n, n * C, static_part(conf), o.static())(*_scalars(o, conf, floats_dtype), *args)
+    return _maps(tile, shape=tuple(x.shape), res_layout=o.res_layout, maps_dtype=maps_dtype), (m, r)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,43 +324,59 @@ def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
     return jax.jit(run)
 
 
-def coeffs_backward(x, phi, alpha, b, saved, g_pre, g_post, g_res, o: Options):
-    """Gradients (dx, dphi, dalpha, db) in the dtypes of x, phi, alpha, b."""
-    N, n, C = x.shape
-    D = n * C
-    m, r = saved
-    conf, RP, NP, args = _prepare(x, phi, alpha, b, o)
-    xb = args[2]
-    acc = m.dtype
-    g_v = g_res if o.res_layout == "row_major" else jnp.swapaxes(g_res, -1, -2)  # H -> v order (inverse of mat)
-    g = jnp.concatenate([g_pre.astype(acc), g_post.astype(acc), g_v.astype(acc).reshape(N, n * n)], axis=-1)
-    g_tile = pad_to(_as_tile(g, n, RP, NP), 0, xb.shape[0])
-    dxb, dz_t, dphi_t = _bwd_call(n, D, static_part(conf), o.static())(*args, m, r, g_tile)
+@partial(jax.jit, static_argnames=("Np", "res_layout"))
+def _cotangent_tile(g_pre, g_post, g_res, m, *, Np: int, res_layout: str):
+    """The cotangents of the three maps -> (N_pad, W) tile columns in the compute dtype (m's)."""
+    n = g_pre.shape[-1]
+    RP, NP = cfg.tile_dims(n)
+    g_v = g_res if res_layout == "row_major" else jnp.swapaxes(g_res, -1, -2)  # H -> v order (inverse of mat)
+    g = jnp.concatenate([g_pre.reshape(-1, n), g_post.reshape(-1, n), g_v.reshape(-1, n * n)], axis=-1)
+    return pad_to(_as_tile(g.astype(m.dtype), n, RP, NP), 0, Np)
+
+
+@jax.jit
+def _param_grads(x, phi, alpha, b, dxb, dz_t, dphi_t, m):
+    """dx back to x's shape; d alpha, d b from dz (per column over tokens, then per group, as the reference);
+    d phi from its tile columns; each in its input's dtype."""
+    n, C = x.shape[-2:]
+    N, D = math.prod(x.shape[:-2]), n * C
+    RP, NP = cfg.tile_dims(n)
     dz = _from_tile(dz_t[:N], n, RP, NP)  # (N, n^2+2n)
-    dzm = jnp.sum(dz * _from_tile(m[:N], n, RP, NP), axis=0)  # per column over tokens, then per group
+    dzm = jnp.sum(dz * _from_tile(m[:N], n, RP, NP), axis=0)
     dalpha = jnp.stack([jnp.sum(dzm[:n]), jnp.sum(dzm[n:2 * n]), jnp.sum(dzm[2 * n:])])
-    dphi = _from_tile(dphi_t[:D], n, RP, NP)
-    return (dxb[:N, :D].reshape(N, n, C), dphi.astype(phi.dtype), dalpha.astype(alpha.dtype),
-            jnp.sum(dz, axis=0).astype(b.dtype))
+    return (dxb[:N, :D].reshape(x.shape), _from_tile(dphi_t[:D], n, RP, NP).astype(phi.dtype),
+            dalpha.astype(alpha.dtype), jnp.sum(dz, axis=0).astype(b.dtype))
+
+
+def coeffs_backward(x, phi, alpha, b, saved, g_pre, g_post, g_res, o: Options):
+    """Gradients (dx, dphi, dalpha, db) in the dtypes (and shapes) of x, phi, alpha, b."""
+    n, C = x.shape[-2:]
+    m, r = saved
+    conf, sizes = _sizes(x, o)
+    args = _prepare(x, phi, alpha, b, **sizes)
+    g_tile = _cotangent_tile(g_pre, g_post, g_res, m, Np=sizes["Np"], res_layout=o.res_layout)
+    dxb, dz_t, dphi_t = _bwd_call(n, n * C, static_part(conf), o.static())(*_scalars(o, conf, m.dtype), *args, m, r,
+                                                                           g_tile)
+    return _param_grads(x, phi, alpha, b, dxb, dz_t, dphi_t, m)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # custom_vjp
 # ---------------------------------------------------------------------------------------------------------------
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _mhc_coeffs(x, phi, alpha, b, o: Options):
-    return coeffs_forward(x, phi, alpha, b, o)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _mhc_coeffs(x, phi, alpha, b, o: Options, maps_dtype):
+    return coeffs_forward(x, phi, alpha, b, o, maps_dtype)[0]
 
 
-def _mhc_coeffs_fwd(x, phi, alpha, b, o: Options):
-    maps, saved = coeffs_forward(x, phi, alpha, b, o)
+def _mhc_coeffs_fwd(x, phi, alpha, b, o: Options, maps_dtype):
+    maps, saved = coeffs_forward(x, phi, alpha, b, o, maps_dtype)
     return maps, (x, phi, alpha, b, saved)
 
 
-def _mhc_coeffs_bwd(o: Options, res, gs):
+def _mhc_coeffs_bwd(o: Options, maps_dtype, res, gs):
     x, phi, alpha, b, saved = res
     if o.backward == "reference":
-        fn = partial(mhc_coeffs_jnp, maps_dtype=compute_dtype(x.dtype), **o.jnp_options())
+        fn = partial(mhc_coeffs_jnp, maps_dtype=maps_dtype, **o.jnp_options())
         return jax.vjp(fn, x, phi, alpha, b)[1](gs)
     return coeffs_backward(x, phi, alpha, b, saved, *gs, o)
 
@@ -359,11 +393,7 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, o: Options, maps_dtype=None):
     if n > MAX_N:
         raise ValueError(f"{OP}: the jax-pallas kernel supports n <= {MAX_N} streams, got x of shape "
                          f"{tuple(x.shape)} (n = {n}); use the jnp `jax` backend for more")
-    lead = x.shape[:-2]
-    maps = _mhc_coeffs(x.reshape(-1, n, C), phi, alpha, b, o)
-    out = x.dtype if maps_dtype is None else maps_dtype
-    h_pre, h_post, h_res = (a.astype(out) for a in maps)
-    return h_pre.reshape(*lead, n), h_post.reshape(*lead, n), h_res.reshape(*lead, n, n)
+    return _mhc_coeffs(x, phi, alpha, b, o, jnp.dtype(x.dtype if maps_dtype is None else maps_dtype))
 
 
 def mhc_coeffs(x, phi, alpha, b, *, t_max: int = 20, sinkhorn_eps: float = 0.0, pre_eps: float = 0.0,

@@ -15,6 +15,7 @@ function.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -69,19 +70,39 @@ def _fwd_call(n: int, conf: cfg.KernelConfig, interpret: bool):
     return jax.jit(run)
 
 
-def _pad_all(x, f, hp, hr, conf):
-    N, _, C = x.shape
-    Np, Cp = round_up(max(N, 1), conf.block_t), round_up(max(C, 1), conf.block_c)
-    return (pad_to(pad_to(x, 0, Np), 2, Cp), pad_to(pad_to(f, 0, Np), 1, Cp), pad_to(hp, 0, Np),
-            pad_to(hr, 0, Np))
+@partial(jax.jit, static_argnames=("Np", "Cp"))
+def _pad_all(x, f, hp, hr, g=None, *, Np: int, Cp: int):
+    """The (..., n, C) / (..., C) / (..., n) / (..., n, n) arrays flattened over tokens and padded to (N_pad, ...,
+    C_pad); g like x (one small jitted program per shape instead of eager ops that would each compile)."""
+    n, C = x.shape[-2:]
+    out = [pad_to(pad_to(x.reshape(-1, n, C), 0, Np), 2, Cp), pad_to(pad_to(f.reshape(-1, C), 0, Np), 1, Cp),
+           pad_to(hp.reshape(-1, n), 0, Np), pad_to(hr.reshape(-1, n, n), 0, Np)]
+    if g is not None:
+        out.append(pad_to(pad_to(g.reshape(-1, n, C).astype(x.dtype), 0, Np), 2, Cp))
+    return out
+
+
+def _conf(x, interpret: bool):
+    n, C = x.shape[-2:]
+    N = math.prod(x.shape[:-2])
+    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
+    return conf, dict(Np=round_up(max(N, 1), conf.block_t), Cp=round_up(max(C, 1), conf.block_c))
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _unpad(*arrays, shape):
+    """Padded (N_pad, n, C_pad), (N_pad, C_pad), (N_pad, n), (N_pad, n, n) arrays back to x's leading shape."""
+    lead, (n, C) = shape[:-2], shape[-2:]
+    N = math.prod(lead)
+    full = ((n, C), (C,), (n,), (n, n))
+    return [a[:N][..., :s[-1]].reshape(*lead, *s) for a, s in zip(arrays, full)]
 
 
 def post_res_forward(x, f_out, h_post, h_res, interpret: bool):
-    """x (N, n, C), f_out (N, C), h_post (N, n), h_res (N, n, n) -> y (N, n, C) in x's dtype."""
-    N, n, C = x.shape
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    y = _fwd_call(n, conf, interpret)(*_pad_all(x, f_out, h_post, h_res, conf))
-    return y[:N, :, :C]
+    """x (..., n, C), f_out (..., C), h_post (..., n), h_res (..., n, n) -> y (..., n, C) in x's dtype."""
+    conf, pads = _conf(x, interpret)
+    y = _fwd_call(x.shape[-2], conf, interpret)(*_pad_all(x, f_out, h_post, h_res, **pads))
+    return _unpad(y, shape=tuple(x.shape))[0]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -145,13 +166,10 @@ def _bwd_call(n: int, conf: cfg.KernelConfig, interpret: bool):
 
 
 def post_res_backward(x, f_out, h_post, h_res, g, interpret: bool):
-    """(dx, df_out, dh_post, dh_res), each in its input's dtype."""
-    N, n, C = x.shape
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    xp, fp, hpp, hrp = _pad_all(x, f_out, h_post, h_res, conf)
-    gp = pad_to(pad_to(g.astype(x.dtype), 0, xp.shape[0]), 2, xp.shape[2])
-    dx, df, dhp, dhr = _bwd_call(n, conf, interpret)(xp, fp, hpp, hrp, gp)
-    return dx[:N, :, :C], df[:N, :C], dhp[:N], dhr[:N]
+    """(dx, df_out, dh_post, dh_res), each in its input's dtype and shape."""
+    conf, pads = _conf(x, interpret)
+    grads = _bwd_call(x.shape[-2], conf, interpret)(*_pad_all(x, f_out, h_post, h_res, g, **pads))
+    return tuple(_unpad(*grads, shape=tuple(x.shape)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,9 +200,7 @@ _mhc_post_res.defvjp(_mhc_post_res_fwd, _mhc_post_res_bwd)
 
 
 def mhc_post_res_unchecked(x, f_out, h_post, h_res, o: Options):
-    n, C = x.shape[-2:]
-    y = _mhc_post_res(x.reshape(-1, n, C), f_out.reshape(-1, C), h_post.reshape(-1, n), h_res.reshape(-1, n, n), o)
-    return y.reshape(x.shape)
+    return _mhc_post_res(x, f_out, h_post, h_res, o)
 
 
 def mhc_post_res(x, f_out, h_post, h_res, *, interpret: bool | None = None, backward: str = "pallas"):

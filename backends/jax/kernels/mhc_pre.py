@@ -14,6 +14,7 @@ function.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -55,18 +56,34 @@ def _fwd_call(n: int, conf: cfg.KernelConfig, interpret: bool):
     return jax.jit(run)
 
 
-def _padded(x, conf):
-    N, n, C = x.shape
-    return round_up(max(N, 1), conf.block_t), round_up(max(C, 1), conf.block_c)
+@partial(jax.jit, static_argnames=("Np", "Cp"))
+def _pad(x, h_pre, g=None, *, Np: int, Cp: int):
+    """x (..., n, C) -> (N_pad, n, C_pad), h_pre -> (N_pad, n), g (..., C) -> (N_pad, C_pad) in x's dtype (one
+    small jitted program per shape instead of eager ops that would each compile)."""
+    n, C = x.shape[-2:]
+    out = [pad_to(pad_to(x.reshape(-1, n, C), 0, Np), 2, Cp), pad_to(h_pre.reshape(-1, n), 0, Np)]
+    if g is not None:
+        out.append(pad_to(pad_to(g.reshape(-1, C).astype(x.dtype), 0, Np), 1, Cp))
+    return out
+
+
+def _conf(x, interpret: bool):
+    n, C = x.shape[-2:]
+    N = math.prod(x.shape[:-2])
+    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
+    return conf, dict(Np=round_up(max(N, 1), conf.block_t), Cp=round_up(max(C, 1), conf.block_c))
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _unpad_y(y, *, shape):
+    return y[:math.prod(shape[:-2]), :shape[-1]].reshape(*shape[:-2], shape[-1])
 
 
 def pre_forward(x, h_pre, interpret: bool):
-    """x (N, n, C), h_pre (N, n) -> y (N, C) in x's dtype."""
-    N, n, C = x.shape
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    Np, Cp = _padded(x, conf)
-    y = _fwd_call(n, conf, interpret)(pad_to(pad_to(x, 0, Np), 2, Cp), pad_to(h_pre, 0, Np))
-    return y[:N, :C]
+    """x (..., n, C), h_pre (..., n) -> y (..., C) in x's dtype."""
+    conf, pads = _conf(x, interpret)
+    y = _fwd_call(x.shape[-2], conf, interpret)(*_pad(x, h_pre, **pads))
+    return _unpad_y(y, shape=tuple(x.shape))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -114,14 +131,17 @@ def _bwd_call(n: int, conf: cfg.KernelConfig, interpret: bool):
     return jax.jit(run)
 
 
+@partial(jax.jit, static_argnames=("shape",))
+def _unpad_grads(dx, dh, *, shape):
+    N, (n, C) = math.prod(shape[:-2]), shape[-2:]
+    return dx[:N, :, :C].reshape(shape), dh[:N].reshape(*shape[:-2], n)
+
+
 def pre_backward(x, h_pre, g, interpret: bool):
-    """(dx (N, n, C) in x's dtype, dh_pre (N, n) in h_pre's dtype)."""
-    N, n, C = x.shape
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    Np, Cp = _padded(x, conf)
-    dx, dh = _bwd_call(n, conf, interpret)(pad_to(pad_to(x, 0, Np), 2, Cp), pad_to(h_pre, 0, Np),
-                                           pad_to(pad_to(g.astype(x.dtype), 0, Np), 1, Cp))
-    return dx[:N, :, :C], dh[:N]
+    """(dx (..., n, C) in x's dtype, dh_pre (..., n) in h_pre's dtype)."""
+    conf, pads = _conf(x, interpret)
+    dx, dh = _bwd_call(x.shape[-2], conf, interpret)(*_pad(x, h_pre, g, **pads))
+    return _unpad_grads(dx, dh, shape=tuple(x.shape))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,9 +173,7 @@ _mhc_pre.defvjp(_mhc_pre_fwd, _mhc_pre_bwd)
 
 
 def mhc_pre_unchecked(x, h_pre, o: Options):
-    n, C = x.shape[-2:]
-    y = _mhc_pre(x.reshape(-1, n, C), h_pre.reshape(-1, n), o)
-    return y.reshape(*x.shape[:-2], C)
+    return _mhc_pre(x, h_pre, o)
 
 
 def mhc_pre(x, h_pre, *, interpret: bool | None = None, backward: str = "pallas"):

@@ -29,6 +29,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 
@@ -215,27 +216,40 @@ def _tile_call(backward: bool, n: int, has_eps: bool, conf: cfg.KernelConfig, in
     return jax.jit(run)
 
 
+@partial(jax.jit, static_argnames=("Np", "NP"))
+def _pad(arrays, *, Np: int, NP: int):
+    """(..., n, n) arrays -> (N_pad, NP, NP) in arrays[0]'s dtype (one small jitted program per shape: eager
+    reshapes and pads would each compile on every new shape)."""
+    n = arrays[0].shape[-1]
+    return [pad_to(pad_to(pad_to(a.reshape(-1, n, n).astype(arrays[0].dtype), 0, Np), 1, NP), 2, NP) for a in arrays]
+
+
+@partial(jax.jit, static_argnames=("shape",))
+def _unpad(out, *, shape):
+    n = shape[-1]
+    return out[:math.prod(shape[:-2]), :n, :n].reshape(shape)
+
+
 def _launch(backward: bool, arrays, t_max: int, eps: float, interpret: bool):
-    """Pad (N, n, n) arrays to (N_pad, NP, NP), run, slice; the output has arrays[0]'s dtype."""
-    N, n, _ = arrays[0].shape
-    NP = cfg.next_pow2(n)
+    """Pad (..., n, n) arrays to (N_pad, NP, NP), run, slice back; the output has arrays[0]'s dtype."""
+    shape = tuple(arrays[0].shape)
+    n, N = shape[-1], math.prod(shape[:-2])
     conf = cfg.choose(OP, n=n, C=1, tokens=N, t_max=t_max, interpret=interpret)
-    Np = round_up(max(N, 1), conf.block_t)
-    padded = [pad_to(pad_to(pad_to(a, 0, Np), 1, NP), 2, NP) for a in arrays]
-    ints = jnp.asarray([t_max, conf.sinkhorn_seg], jnp.int32)
-    floats = jnp.asarray([log_eps_of(eps)], compute_dtype(arrays[0].dtype))
+    padded = _pad(arrays, Np=round_up(max(N, 1), conf.block_t), NP=cfg.next_pow2(n))
+    ints = np.asarray([t_max, conf.sinkhorn_seg], np.int32)  # host arrays: no compile per value
+    floats = np.asarray([log_eps_of(eps)], compute_dtype(arrays[0].dtype))
     out = _tile_call(backward, n, eps > 0, static_part(conf), interpret)(ints, floats, *padded)
-    return out[:N, :n, :n]
+    return _unpad(out, shape=shape)
 
 
 def sinkhorn_forward(logits, t_max: int, eps: float, interpret: bool):
-    """logits (N, n, n) -> H_res (N, n, n) in logits' dtype."""
+    """logits (..., n, n) -> H_res (..., n, n) in logits' dtype."""
     return _launch(False, [logits], t_max, eps, interpret)
 
 
 def sinkhorn_backward(logits, g, t_max: int, eps: float, interpret: bool):
-    """d loss / d logits (N, n, n) in logits' dtype."""
-    return _launch(True, [logits, g.astype(logits.dtype)], t_max, eps, interpret)
+    """d loss / d logits (..., n, n) in logits' dtype."""
+    return _launch(True, [logits, g], t_max, eps, interpret)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,10 +285,10 @@ _sinkhorn.defvjp(_sinkhorn_fwd, _sinkhorn_bwd)
 def sinkhorn_unchecked(logits, o: Options):
     """The kernel op on validated inputs: (..., n, n) -> (..., n, n), same dtype, float32 math for 16-bit.
 
-    Not jitted itself: eagerly, the pallas_calls are cached per padded token count, so leading shapes that pad to
-    the same size share one compiled kernel; under a caller's jit it is traced like any jnp code."""
-    n = logits.shape[-1]
-    return _sinkhorn(logits.reshape(-1, n, n), o).reshape(logits.shape)
+    Not jitted as a whole: eagerly, the pallas_calls are cached per padded token count (and the small pad / slice
+    programs per shape), so leading shapes that pad to the same size share one compiled kernel; under a caller's
+    jit it is traced like any jnp code."""
+    return _sinkhorn(logits, o)
 
 
 def sinkhorn(logits, *, t_max: int = 20, eps: float = 0.0, interpret: bool | None = None,
