@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 import mhc_ref  # noqa: E402
 from mhc_backends.torch import _checks, set_check_finite  # noqa: E402
 from mhc_backends.torch.mhc_coeffs import Projection  # noqa: E402
-from mhc_backends.torch.mhc_post_res import PostRes  # noqa: E402
+from mhc_backends.torch.mhc_post_res import mhc_post_res_unchecked  # noqa: E402
 from mhc_backends.torch.sinkhorn import sinkhorn_tokens_last, to_tokens_last  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -30,14 +30,14 @@ def test_post_res_backward_matches_finite_differences():
     N, n, C = 3, 4, 5
     args = [f64(N, n, C, seed=1), f64(N, C, seed=2), f64(N, n, seed=3), f64(N, n, n, seed=4)]
     args = [a.requires_grad_(True) for a in args]
-    assert torch.autograd.gradcheck(PostRes.apply, args)
-    assert torch.autograd.gradgradcheck(PostRes.apply, args)
+    assert torch.autograd.gradcheck(mhc_post_res_unchecked, args)
+    assert torch.autograd.gradgradcheck(mhc_post_res_unchecked, args)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1e20])
 def test_projection_backward_matches_finite_differences(scale):
     """Including |x| = 1e20, where x^2 and 1/r^2 leave float32's range (the backward builds dx in the scaled copy)."""
-    x = (f64(3, 8, seed=5) * scale).requires_grad_(True)
+    x = (f64(3, 2, 4, seed=5) * scale).requires_grad_(True)  # (tokens, n, C)
     w = f64(8, 6, seed=6).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b: Projection.apply(a / scale, b, 1e-20), (x, w))
     x32, w32 = x.detach().float().requires_grad_(True), w.detach().float().requires_grad_(True)
@@ -84,13 +84,24 @@ def test_scan_modes():
         set_check_finite(previous)
 
 
-def test_post_res_forward_allocates_only_its_output():
+def test_post_res_allocates_only_its_output_and_gradients():
+    """Forward: the output only. Forward+backward with a second consumer of x: x's gradient is accumulated in
+    place (the mixing bmm's dx is a built-in result), so the peak is y + dx + the other consumer's dx + df."""
     N, n, C = 256, 4, 64
     x, f, hp, hr = torch.randn(N, n, C), torch.randn(N, C), torch.rand(N, n), torch.rand(N, n, n)
-    assert peak_bytes(lambda: PostRes.apply(x, f, hp, hr)) == x.nbytes
+    assert peak_bytes(lambda: mhc_post_res_unchecked(x, f, hp, hr)) == x.nbytes
+    xg, fg = x.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    g = torch.randn(N, n, C)
+
+    def step():
+        y = mhc_post_res_unchecked(xg, fg, hp, hr) + 2 * xg  # x has a second consumer, as in a layer
+        return torch.autograd.grad(y, (xg, fg), g)
+
+    small = hp.nbytes + hr.nbytes + 64 * 1024
+    assert peak_bytes(step) <= 4 * x.nbytes + 2 * f.nbytes + small
 
 
 def test_projection_forward_makes_one_scaled_copy():
-    x, w = torch.randn(256, 4 * 64), torch.randn(4 * 64, 24)
+    x, w = torch.randn(256, 4, 64), torch.randn(4 * 64, 24)
     out = 256 * 24 * 4
     assert peak_bytes(lambda: Projection.apply(x, w, 1e-20)) <= x.nbytes + 4 * out + 64 * 1024

@@ -90,7 +90,9 @@ def test_recompute_saves_what_the_memory_model_says(recompute):
     blocks = math.ceil(L / recompute)
     want = 8 * tokens * (n * C * blocks + 2 * C * L)
     assert got == want, (got, want)
-    assert got < plain / 3, (got, plain)
+    # the eager path keeps ~2 sqrt(2 t_max) Sinkhorn states (checkpointed), so at L_r = 1 (one x per layer) the
+    # saving is ~2.8x; longer blocks save more
+    assert got < plain / (2.5 if recompute == 1 else 3), (got, plain)
     y.sum().backward()  # the graph built under the hooks still differentiates
 
 

@@ -73,27 +73,31 @@ class Projection(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x_bar, w, rms_eps):
+    def forward(ctx, x, w, rms_eps):
+        x_bar = x.flatten(-2)  # (..., n*C) stream-major; flattened here, so the graph holds no view of x
         D = x_bar.shape[-1]
         t = _checks.rms_scale(x_bar, rms_eps)  # (..., 1)
         y = x_bar / t  # (..., D), |y| <= 1
         rho = torch.sqrt(torch.linalg.vector_norm(y, dim=-1, keepdim=True) ** 2 / D + (math.sqrt(rms_eps) / t) ** 2)
         m = torch.matmul(y, w) / rho  # (..., k) = (x_bar @ w) / r, exactly so: t is a power of two
-        ctx.save_for_backward(x_bar, w, t, rho, m)
+        ctx.save_for_backward(x, w, t, rho, m)
         return m
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):
-        x_bar, w, t, rho, m = ctx.saved_tensors
+        x, w, t, rho, m = ctx.saved_tensors
+        x_bar = x.flatten(-2)
         D, k = x_bar.shape[-1], w.shape[-1]
         r = t * rho
         dp = g / r  # (..., k)
         dx_bar = dw = None
         if ctx.needs_input_grad[0]:
             c = -torch.sum(g * m, dim=-1, keepdim=True) / (r * (D * rho))  # dr / (D rho), (..., 1)
-            dx_bar = torch.div(x_bar, t, out=torch.empty(x_bar.shape, dtype=x_bar.dtype, device=x_bar.device))
+            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # x's shape: a fresh tensor, not a view
+            dx_bar = torch.div(x_bar, t, out=dx.view(x_bar.shape))
             dx_bar.mul_(c).view(-1, D).addmm_(dp.reshape(-1, k), w.t())  # y * c + dp @ w^T, in y's buffer
+            dx_bar = dx
         if ctx.needs_input_grad[1]:
             dw = torch.matmul(x_bar.reshape(-1, D).t(), dp.reshape(-1, k))
         return dx_bar, dw, None
@@ -101,7 +105,7 @@ class Projection(torch.autograd.Function):
 
 def projection(x: torch.Tensor, w: torch.Tensor, rms_eps: float) -> torch.Tensor:
     """m = (x_bar @ w) / r, P Eqs. 14-16 before scale and bias; x (..., n, C), w (n*C, k) -> (..., k)."""
-    return Projection.apply(x.flatten(-2), w, rms_eps)  # x_bar (..., n*C), stream-major
+    return Projection.apply(x, w, rms_eps)
 
 
 def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout,

@@ -31,37 +31,38 @@ def validate(x, f_out, h_post, h_res, op: str = OP) -> int:
     return n
 
 
-class PostRes(torch.autograd.Function):
-    """y = H_res x + H_post^T f in one node: one bmm writes y and an in-place addcmul adds the outer product, so the
-    forward makes no full-size temporary; the backward is four bmm's, each writing only its gradient:
-
-        dx = H_res^T g,   df = H_post^T g,   dH_post = g f,   dH_res = g x^T         (per token; g = dL/dy)
-
-    Inputs are (N, n, C), (N, C), (N, n), (N, n, n) in the compute dtype. The backward is itself differentiable."""
+class AddOuter(torch.autograd.Function):
+    """y += H_post^T f_out in place, y (N, n, C) the fresh output of the mixing bmm, h_post (N, n), f_out (N, C): no
+    full-size temporary forward; backward dy = g (passed through), df = H_post^T g and dH_post = g f_out by bmm,
+    where autograd's broadcasting backward of `h_post[..., None] * f_out[..., None, :]` would make two (N, n, C)
+    products. The bmm before it stays a built-in op on purpose: its dx then reaches x's gradient buffer as a
+    built-in result, which autograd accumulates in place; a gradient returned by a Python backward is added out of
+    place (one more full-size buffer per layer). The backward is itself differentiable."""
 
     @staticmethod
-    def forward(ctx, x, f_out, h_post, h_res):
-        ctx.save_for_backward(x, f_out, h_post, h_res)
-        y = torch.bmm(h_res, x)  # (N, n, n) @ (N, n, C) -> (N, n, C)
-        return y.addcmul_(h_post.unsqueeze(-1), f_out.unsqueeze(-2))  # + (N, n, 1) * (N, 1, C), in place
+    def forward(ctx, y, h_post, f_out):
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(h_post, f_out)
+        y.addcmul_(h_post.unsqueeze(-1), f_out.unsqueeze(-2))  # + (N, n, 1) * (N, 1, C)
+        return y
 
     @staticmethod
     def backward(ctx, g):
-        x, f_out, h_post, h_res = ctx.saved_tensors
+        h_post, f_out = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dx = torch.bmm(h_res.transpose(-1, -2), g) if need[0] else None  # (N, n, C)
-        df = torch.bmm(h_post.unsqueeze(-2), g).squeeze(-2) if need[1] else None  # (N, 1, n) @ (N, n, C)
-        dh_post = torch.bmm(g, f_out.unsqueeze(-1)).squeeze(-1) if need[2] else None  # (N, n, C) @ (N, C, 1)
-        dh_res = torch.bmm(g, x.transpose(-1, -2)) if need[3] else None  # (N, n, C) @ (N, C, n)
-        return dx, df, dh_post, dh_res
+        dh_post = torch.bmm(g, f_out.unsqueeze(-1)).squeeze(-1) if need[1] else None  # (N, n, C) @ (N, C, 1)
+        df = torch.bmm(h_post.unsqueeze(-2), g).squeeze(-2) if need[2] else None  # (N, 1, n) @ (N, n, C)
+        return g, dh_post, df
 
 
 def mhc_post_res_unchecked(x, f_out, h_post, h_res):
     cd = _checks.compute_dtype(x.dtype)
     N, (n, C) = math.prod(x.shape[:-2]), x.shape[-2:]
-    y = PostRes.apply(_checks.to_compute(x, "x (mhc_post_res)").reshape(N, n, C),
-                      _checks.to_compute(f_out, "f_out").reshape(N, C), h_post.to(cd).reshape(N, n),
-                      h_res.to(cd).reshape(N, n, n)).reshape(x.shape)
+    xc = _checks.to_compute(x, "x (mhc_post_res)")
+    xc = xc if xc.dim() == 3 else xc.reshape(N, n, C)  # a 3-D x (the modules') enters the bmm without a view
+    y = torch.bmm(h_res.to(cd).reshape(N, n, n), xc)
+    y = AddOuter.apply(y, h_post.to(cd).reshape(N, n), _checks.to_compute(f_out, "f_out").reshape(N, C))
+    y = y.reshape(x.shape)
     if x.dtype == torch.float16:
         _checks.fits_float16(y, "mhc_post_res: the mixed streams H_res x + H_post^T f_out")
     return y.to(x.dtype)

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _checks
@@ -20,10 +22,13 @@ def validate(x, h_pre, op: str = OP) -> int:
 
 def mhc_pre_unchecked(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:
     cd = _checks.compute_dtype(x.dtype)
-    y = torch.matmul(h_pre.to(cd).unsqueeze(-2), _checks.to_compute(x, "x (mhc_pre)"))  # (..., 1, C)
+    N, (n, C) = math.prod(x.shape[:-2]), x.shape[-2:]
+    xc = _checks.to_compute(x, "x (mhc_pre)")
+    xc = xc if xc.dim() == 3 else xc.reshape(N, n, C)  # a 3-D x (the modules') enters the bmm without a view
+    y = torch.bmm(h_pre.to(cd).reshape(N, 1, n), xc).reshape(*x.shape[:-2], C)  # (N, 1, n) @ (N, n, C)
     if x.dtype == torch.float16:
         _checks.fits_float16(y, "mhc_pre: the sublayer input H_pre x")
-    return y.squeeze(-2).to(x.dtype)  # (..., C)
+    return y.to(x.dtype)  # (..., C)
 
 
 def mhc_pre(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:

@@ -318,9 +318,13 @@ class MHC(_Config, _KeepFp32, nn.Module):
         _check_params(self, "MHC")
         if self.impl == "eager":  # the kernels check their own inputs
             _checks.check_nonzero_tokens(x, self.options["rms_eps"], "MHC", per_stream=self.mode == "hc", hot=True)
-        h_pre, h_post, h_res = self.maps_from(x, *self.params())
-        f_out = self.call_sublayer(self.pre(x, h_pre))  # (..., C)
-        return self.post_res(x, f_out, h_post, h_res)  # (..., n, C)
+        lead, (n, C) = x.shape[:-2], x.shape[-2:]
+        # the three ops read x through one (N, n, C) view: their x-gradients then reach one buffer as fresh tensors,
+        # which autograd sums in place (a gradient that arrives as a view is summed out of place: +1 state copy)
+        x3 = x.reshape(math.prod(lead), n, C)
+        h_pre, h_post, h_res = self.maps_from(x3, *self.params())
+        f_out = self.call_sublayer(self.pre(x3, h_pre).reshape(*lead, C))  # (..., C)
+        return self.post_res(x3, f_out.reshape(x3.shape[0], C), h_post, h_res).reshape(x.shape)  # (..., n, C)
 
     def extra_repr(self) -> str:
         return (f"n={self.n}, dim={self.dim}, mode={self.mode!r}, preset={self.preset!r}, impl={self.impl!r}, "

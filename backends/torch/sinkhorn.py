@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from . import _checks
 
@@ -38,19 +39,50 @@ def _normalise_eps(v: torch.Tensor, dim: int, log_eps: float) -> torch.Tensor:
     return torch.where(a < log_eps, eps_side, sum_side)
 
 
+class LogSoftmaxIteration(torch.autograd.Function):
+    """The eps = 0 iteration, 2 t_max `log_softmax` steps on v (n, n, N) alternating dim 0 (column) and dim 1
+    (row), saving only every seg-th state (seg ~ sqrt(2 t_max)): the backward replays one segment at a time and
+    runs log_softmax's own backward kernel through it, so the values and gradients are bitwise those of autograd
+    through the steps, while ~2 sqrt(2 t_max) instead of 2 t_max states of (n, n, N) are kept (1.75 instead of 10
+    MiB for 4096 tokens at n = 4). One backward only."""
+
+    @staticmethod
+    def forward(ctx, v, t_max):
+        steps = 2 * t_max
+        seg = max(1, round(math.sqrt(steps)))
+        checkpoints = []
+        for k in range(steps):
+            if k % seg == 0:
+                checkpoints.append(v)
+            v = torch.log_softmax(v, dim=k % 2)
+        ctx.save_for_backward(*checkpoints)
+        ctx.steps, ctx.seg = steps, seg
+        return v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        for c, v in reversed(list(enumerate(ctx.saved_tensors))):
+            start, end = c * ctx.seg, min((c + 1) * ctx.seg, ctx.steps)
+            outs = []
+            for k in range(start, end):  # replay the segment from its checkpoint
+                v = torch.log_softmax(v, dim=k % 2)
+                outs.append(v)
+            for k in reversed(range(start, end)):
+                g = torch._log_softmax_backward_data(g, outs[k - start], k % 2, g.dtype)
+        return g, None
+
+
 def sinkhorn_tokens_last(v: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
     """The iteration on log-domain logits v (n, n, N): H's row index i on dim 0, its column index j on dim 1,
     tokens last, so every step is one vectorised pass over all tokens. Returns log H_res (n, n, N). No validation.
 
     A column step (normalise over i, dim 0) and a row step (over j, dim 1) with eps = 0 are one `log_softmax`
     each, which computes `(v - m) - log(sum exp(v - m))`, the precision rule, with a one-kernel backward."""
-    log_eps = math.log(eps) if eps > 0 else None
+    if eps == 0:
+        return LogSoftmaxIteration.apply(v, t_max)  # column, row, column, ..., row: 2 t_max log_softmax steps
+    log_eps = math.log(eps)
     v = torch.log_softmax(v, dim=0)  # the first column step is an exact softmax over each column
-    if log_eps is None:
-        v = torch.log_softmax(v, dim=1)
-        for _ in range(t_max - 1):
-            v = torch.log_softmax(torch.log_softmax(v, dim=0), dim=1)
-        return v
     v = torch.logaddexp(v, torch.full_like(v, log_eps))  # + eps
     v = _normalise_eps(v, 1, log_eps)
     for _ in range(t_max - 1):
