@@ -99,7 +99,7 @@ def _axes(res_layout: str) -> Axes:
 # ---------------------------------------------------------------------------------------------------------------
 # Forward kernel
 # ---------------------------------------------------------------------------------------------------------------
-def _coeffs_fwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_ref, *, n, D, RP, NP,
+def _coeffs_fwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, tile_ref, m_ref, r_ref, *, n, RP, NP,
                        block_k, k: Static):
     acc = tile_ref.dtype
     BT, Dp = x_ref.shape
@@ -113,7 +113,7 @@ def _coeffs_fwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, tile_r
         return p, ss + jnp.sum(xk * xk, axis=1)
 
     p, ss = lax.fori_loop(0, Dp // block_k, chunk, (jnp.zeros((BT, W), acc), jnp.zeros((BT,), acc)))
-    rms_eps, pre_eps, post_scale, log_eps = (f_ref[i] for i in range(4))
+    rms_eps, pre_eps, post_scale, log_eps, D = (f_ref[i] for i in range(5))  # D = n*C (exact in any float)
     r = jnp.sqrt(ss / D + rms_eps)  # (BT,)
     m = p / r[:, None]
     m_ref[...] = m
@@ -170,14 +170,15 @@ def _prepare(x, phi, alpha, b, *, Np: int, Dp: int):
     return (xb, phi_t, *_scale_bias(alpha, b, n, RP, NP, acc))
 
 
-def _scalars(o: Options, conf: cfg.KernelConfig, acc):
-    """The option values as runtime scalars (host arrays: no compile per value)."""
+def _scalars(o: Options, conf: cfg.KernelConfig, D: int, acc):
+    """The option values and D = n*C as runtime scalars (host arrays: no compile per value; one compiled kernel
+    serves every C that pads to the same D_pad)."""
     return (np.asarray([o.t_max, conf.sinkhorn_seg], np.int32),
-            np.asarray([o.rms_eps, o.pre_eps, o.post_scale, log_eps_of(o.sinkhorn_eps)], acc))
+            np.asarray([o.rms_eps, o.pre_eps, o.post_scale, log_eps_of(o.sinkhorn_eps), D], acc))
 
 
 @functools.cache
-def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
+def _fwd_call(n: int, conf: cfg.KernelConfig, k: Static):
     RP, NP = cfg.tile_dims(n)
     W = RP * NP
 
@@ -187,7 +188,7 @@ def _fwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
         acc = phi_t.dtype
         tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
         return pl.pallas_call(
-            partial(_coeffs_fwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, k=k),
+            partial(_coeffs_fwd_kernel, n=n, RP=RP, NP=NP, block_k=conf.block_k, k=k),
             out_shape=(jax.ShapeDtypeStruct((Np, W), acc), jax.ShapeDtypeStruct((Np, W), acc),
                        jax.ShapeDtypeStruct((Np,), acc)),
             grid=(Np // BT,),
@@ -217,7 +218,7 @@ def coeffs_forward(x, phi, alpha, b, o: Options, maps_dtype):
     conf, sizes = _sizes(x, o)
     args = _prepare(x, phi, alpha, b, **sizes)
     floats_dtype = args[1].dtype
-    tile, m, r = _fwd_call(n, n * C, static_part(conf), o.static())(*_scalars(o, conf, floats_dtype), *args)
+    tile, m, r = _fwd_call(n, static_part(conf), o.static())(*_scalars(o, conf, n * C, floats_dtype), *args)
     return _maps(tile, shape=tuple(x.shape), res_layout=o.res_layout, maps_dtype=maps_dtype), (m, r)
 
 
@@ -242,7 +243,7 @@ def coeffs_forward(x, phi, alpha, b, o: Options, maps_dtype):
 #   (splits, D_pad, W) summed by jnp afterwards. No atomics: the result is bitwise reproducible.
 # ---------------------------------------------------------------------------------------------------------------
 def _coeffs_bwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, m_ref, r_ref, g_ref, dx_ref, dz_ref, *,
-                       n, D, RP, NP, block_k, k: Static):
+                       n, RP, NP, block_k, k: Static):
     acc = m_ref.dtype
     BT, Dp = x_ref.shape
     W = RP * NP
@@ -261,7 +262,7 @@ def _coeffs_bwd_kernel(i_ref, f_ref, x_ref, phi_ref, scale_ref, bias_ref, m_ref,
 
     dp = dz * scale / r[:, None]  # the same expression as kernel 2's, so both see bitwise the same dp
     dr = -jnp.sum(dz * scale * m, axis=1) / r
-    coef = (dr / (D * r))[:, None]
+    coef = (dr / (f_ref[4] * r))[:, None]  # f_ref[4] = D = n*C
 
     def chunk(kb, carry):
         ks = pl.ds(pl.multiple_of(kb * block_k, block_k), block_k)
@@ -289,7 +290,7 @@ def _coeffs_dphi_kernel(x_ref, dz_ref, r_ref, scale_ref, out_ref, *, block_t):
 # Backward launcher
 # ---------------------------------------------------------------------------------------------------------------
 @functools.cache
-def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
+def _bwd_call(n: int, conf: cfg.KernelConfig, k: Static):
     RP, NP = cfg.tile_dims(n)
     W = RP * NP
     params = compiler_params(conf, k.interpret)
@@ -301,7 +302,7 @@ def _bwd_call(n: int, D: int, conf: cfg.KernelConfig, k: Static):
         tok = pl.BlockSpec((BT, W), lambda i: (i, 0))
         row = pl.BlockSpec((1, W), lambda *_: (0, 0))
         dx, dz = pl.pallas_call(
-            partial(_coeffs_bwd_kernel, n=n, D=D, RP=RP, NP=NP, block_k=conf.block_k, k=k),
+            partial(_coeffs_bwd_kernel, n=n, RP=RP, NP=NP, block_k=conf.block_k, k=k),
             out_shape=(jax.ShapeDtypeStruct(xb.shape, xb.dtype), jax.ShapeDtypeStruct((Np, W), acc)),
             grid=(Np // BT,),
             in_specs=[scalar_spec(ints), scalar_spec(floats), pl.BlockSpec((BT, Dp), lambda i: (i, 0)),
@@ -355,7 +356,7 @@ def coeffs_backward(x, phi, alpha, b, saved, g_pre, g_post, g_res, o: Options):
     conf, sizes = _sizes(x, o)
     args = _prepare(x, phi, alpha, b, **sizes)
     g_tile = _cotangent_tile(g_pre, g_post, g_res, m, Np=sizes["Np"], res_layout=o.res_layout)
-    dxb, dz_t, dphi_t = _bwd_call(n, n * C, static_part(conf), o.static())(*_scalars(o, conf, m.dtype), *args, m, r,
+    dxb, dz_t, dphi_t = _bwd_call(n, static_part(conf), o.static())(*_scalars(o, conf, n * C, m.dtype), *args, m, r,
                                                                            g_tile)
     return _param_grads(x, phi, alpha, b, dxb, dz_t, dphi_t, m)
 
