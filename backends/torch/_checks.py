@@ -235,8 +235,8 @@ def rms(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """t of `rms`: the power of two in (s/2, s], s = max(max|x|, sqrt eps) per row, (..., 1), no gradient. One pass
-    (aminmax), no full-size |x| temporary."""
-    lo, hi = torch.aminmax(x.detach(), dim=-1, keepdim=True)
-    s = torch.clamp(torch.maximum(-lo, hi), min=math.sqrt(eps))
+    """t of `rms`: the power of two in (s/2, s], s = max(max|x|, sqrt eps) per row, (..., 1), no gradient. amax and
+    amin (vectorised row reductions; `aminmax` along a dim is ~70x slower on CPU), no full-size |x| temporary."""
+    x = x.detach()
+    s = torch.clamp(torch.maximum(x.amax(dim=-1, keepdim=True), -x.amin(dim=-1, keepdim=True)), min=math.sqrt(eps))
     return torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent - 1)  # s = f 2^e, f in [1/2, 1); 1/2 at s = 0

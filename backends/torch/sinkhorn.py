@@ -99,7 +99,7 @@ def to_tokens_last(logits: torch.Tensor) -> torch.Tensor:
 def from_tokens_last(v: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
     """(n, n, N) -> (..., n, n) contiguous: the layout the mixing bmm reads without a per-matrix loop."""
     n = v.shape[0]
-    return v.permute(2, 0, 1).reshape(*lead, n, n)
+    return v.permute(2, 0, 1).contiguous().reshape(*lead, n, n)  # reshape alone may return a strided view
 
 
 def sinkhorn_log(u: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
