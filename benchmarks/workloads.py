@@ -88,8 +88,9 @@ def sublayers(cfg: StackConfig):
     return [Attention() if i % 2 == 0 else MLP() for i in range(cfg.layers)]
 
 
-def stack_model(impl: str, cfg: StackConfig):
-    """(model, input shape) for `impl`; the model maps x (input shape) to the same shape."""
+def stack_model(impl: str, cfg: StackConfig, package=None):
+    """(model, input shape) for `impl`; the model maps x (input shape) to the same shape. `package`: the module
+    providing MHC, ExpandStreams, CollapseStreams (default `mhc_backends.torch`; e.g. an older revision of it)."""
     torch = _torch()
     nn = torch.nn
     torch.manual_seed(0)
@@ -104,18 +105,19 @@ def stack_model(impl: str, cfg: StackConfig):
         expand, reduce = mc_get_expand_reduce_stream_functions(cfg.n)
         layers = [mHC(cfg.n, dim=cfg.C, branch=s, layer_index=i, sinkhorn_iters=20) for i, s in enumerate(subs)]
         return nn.Sequential(expand, *layers, reduce), (cfg.B, cfg.T, cfg.C)
-    from mhc_backends.torch import MHC, CollapseStreams, ExpandStreams
+    if package is None:
+        import mhc_backends.torch as package
 
     kind = {"torch": "eager", "torch-compile": "eager", "torch-triton": "triton"}[impl]
-    layers = [MHC(s, n=cfg.n, dim=cfg.C, impl=kind, layer_index=i) for i, s in enumerate(subs)]
-    model = nn.Sequential(ExpandStreams(cfg.n), *layers, CollapseStreams(cfg.n))
+    layers = [package.MHC(s, n=cfg.n, dim=cfg.C, impl=kind, layer_index=i) for i, s in enumerate(subs)]
+    model = nn.Sequential(package.ExpandStreams(cfg.n), *layers, package.CollapseStreams(cfg.n))
     if impl == "torch-compile":
         model = torch.compile(model)
     return model, (cfg.B, cfg.T, cfg.C)
 
 
-def layer_model(impl: str, shape: str = "cpu"):
-    """W1: (one layer around nn.Linear(C, C), input shape) at a spec shape config."""
+def layer_model(impl: str, shape: str = "cpu", package=None):
+    """W1: (one layer around nn.Linear(C, C), input shape) at a spec shape config (`package` as in stack_model)."""
     torch = _torch()
     s = SPEC.shapes[shape]
     torch.manual_seed(0)
@@ -124,9 +126,10 @@ def layer_model(impl: str, shape: str = "cpu"):
         return baselines.residual_module(branch), (s.B, s.T, s.C)
     if impl == "hyper-connections":
         return baselines.hyper_connections_module(s.n, s.C, branch), (s.B * s.n, s.T, s.C)
-    from mhc_backends.torch import MHC
+    if package is None:
+        import mhc_backends.torch as package
 
-    module = MHC(branch, n=s.n, dim=s.C, impl="triton" if impl == "torch-triton" else "eager")
+    module = package.MHC(branch, n=s.n, dim=s.C, impl="triton" if impl == "torch-triton" else "eager")
     if impl == "torch-compile":
         module = torch.compile(module)
     return module, (s.B, s.T, s.n, s.C)
@@ -172,13 +175,13 @@ def training_step(model, shape: tuple[int, ...], device: str = "cpu", dtype: str
 
 
 def build(workload: str, impl: str, device: str = "cpu", dtype: str = "float32", mode: str = "forward+backward",
-          cfg: StackConfig | None = None) -> Callable[[], object]:
+          cfg: StackConfig | None = None, package=None) -> Callable[[], object]:
     """The timed callable of workload 'W1' or 'W2' for `impl` (already run once: compiled, caches warm)."""
     check_impl(workload, impl, device)
     if workload == "W1":
-        model, shape = layer_model(impl)
+        model, shape = layer_model(impl, package=package)
     elif workload == "W2":
-        model, shape = stack_model(impl, cfg or W2)
+        model, shape = stack_model(impl, cfg or W2, package=package)
     else:
         raise ValueError(f"workloads: workload must be 'W1' or 'W2', got {workload!r}")
     run = training_step(model, shape, device, dtype, mode)
