@@ -17,6 +17,7 @@ import argparse
 import importlib
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         add("W2", f"torch@{old_sha}", "torch", old_pkg)
     times = {w: measure(w, fns, args.budget) for w, fns in builds.items()}
     peaks = {label: workloads.peak_bytes(fn) for label, fn in builds["W1"].items() if "compile" not in label}
+    # the step's input x and cotangent are live throughout (the "plain 20 MiB" counts them)
+    inputs = {label: 2 * 4 * math.prod(workloads.layer_model(label.split("@")[0])[1]) for label in peaks}
     load_after = os.getloadavg()
 
     rows, ratios = [], {}
@@ -98,12 +101,16 @@ def main(argv: list[str] | None = None) -> int:
             ratio = sec / t["residual"]
             ratios[(w, label)] = ratio
             rows.append({"workload": w, "impl": label, "seconds": sec, "x_residual": ratio,
-                         "peak_mib": peaks.get(label, 0) / 2**20 if w == "W1" and label in peaks else None})
+                         "peak_mib": peaks[label] / 2**20 if w == "W1" and label in peaks else None,
+                         "peak_with_inputs_mib": (peaks[label] + inputs[label]) / 2**20
+                         if w == "W1" and label in peaks else None})
     targets = [
         {"target": "W1 torch eager <= 4x plain residual", "value": ratios.get(("W1", "torch")), "goal": "<= 4.0"},
         {"target": "W2 torch eager overhead <= +50 %", "value": ratios.get(("W2", "torch")), "goal": "<= 1.5"},
-        {"target": "W1 peak tensor memory <= 4.5x plain", "value": peaks.get("torch", 0) / peaks["residual"],
-         "goal": "<= 4.5"},
+        {"target": "W1 peak tensor memory <= 4.5x plain (counting the step's input and cotangent)",
+         "value": (peaks["torch"] + inputs["torch"]) / (peaks["residual"] + inputs["residual"]), "goal": "<= 4.5"},
+        {"target": "W1 peak tensor memory <= 4.5x plain (allocated by the step only)",
+         "value": peaks["torch"] / peaks["residual"], "goal": "<= 4.5"},
         {"target": "W1 eager faster than torch.compile of the current code",
          "value": times["W1"].get("torch-compile", float("nan")) / times["W1"]["torch"], "goal": "> 1.0"},
     ]
@@ -138,9 +145,10 @@ def markdown(doc: dict) -> str:
              f"{doc['threads']} thread(s), load average {m['load_average_before'][0]:.1f} before / "
              f"{m['load_average_after'][0]:.1f} after (other work on the machine). Interleaved best-of, "
              f"{doc['budget_s_per_workload']:.0f} s per workload, one process. Command: `{doc['command']}`.", "",
-             "| workload | impl | best time | x plain residual | peak tensor memory |", "|---|---|---:|---:|---:|"]
+             "| workload | impl | best time | x plain residual | peak tensor memory: step / with input + cotangent |",
+             "|---|---|---:|---:|---:|"]
     for r in doc["rows"]:
-        peak = f"{r['peak_mib']:.1f} MiB" if r.get("peak_mib") else ""
+        peak = f"{r['peak_mib']:.1f} / {r['peak_with_inputs_mib']:.1f} MiB" if r.get("peak_mib") else ""
         lines.append(f"| {r['workload']} | {r['impl']} | {r['seconds'] * 1e3:.1f} ms | {r['x_residual']:.2f} | "
                      f"{peak} |")
     lines += ["", "Targets:", ""]

@@ -20,9 +20,10 @@ layer, so the modules leave NaN to propagate as torch's own modules do (`set_che
 `False` nowhere; `MHC_TORCH_CHECK_FINITE` = auto | 1 | 0). Skipped under torch.compile.
 
 Speed by design (eager, no flags): Sinkhorn runs with the tokens as the last, contiguous axis, one `log_softmax` per
-normalisation (the precision rule's `(u - m) - log sum exp(u - m)`); the projection makes one scaled copy of x and
-no other full-size temporary; `mhc_post_res` is one autograd.Function (bmm, then an in-place addcmul; four bmm's
-backward). The bytes-moved model of benchmarks/common.py is the yardstick.
+normalisation (the precision rule's `(u - m) - log sum exp(u - m)`), saving ~sqrt(2 t_max) checkpoints instead of
+every state; the projection makes one scaled copy of x and builds its dx in it; `mhc_post_res` is the mixing bmm plus
+an in-place `AddOuter` (no full-size temporary; bmm's backward); the modules fold x to (N, n, C) once, so the three
+ops' x-gradients are summed in place. The bytes-moved model of benchmarks/common.py is the yardstick.
 """
 
 from __future__ import annotations

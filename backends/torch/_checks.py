@@ -212,7 +212,7 @@ def check_nonzero_tokens(x: torch.Tensor, rms_eps: float, op: str, name: str = "
                          hot: bool = False) -> None:
     """With rms_eps = 0 (or so small that sqrt(rms_eps) is 0 in the compute dtype) an all-zero token (or stream, for
     the per-stream RMSNorm of hc_coeffs) has RMS r = 0 and its maps are 0/0; refuse it (part of the opt-out scan)."""
-    if rms_floor(rms_eps, x.dtype) != 0 or not check_finite_enabled(x, hot) or x.numel() == 0 \
+    if not check_finite_enabled(x, hot) or rms_floor(rms_eps, x.dtype) != 0 or x.numel() == 0 \
             or x.device.type == "meta":
         return
     what = "stream whose C" if per_stream else "token whose n*C"
