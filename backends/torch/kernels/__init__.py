@@ -35,6 +35,15 @@ if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
     os.environ["TRITON_INTERPRET"] = "1"
 
 from ._common import interpret_mode  # noqa: E402  (triton must be imported after TRITON_INTERPRET is set)
+
+if interpret_mode():  # TRITON_INTERPRET=1 set only after triton was imported leaves a compiled-mode tl.sum, tl.max...
+    import triton.language as _tl  # noqa: E402
+    from triton.runtime.interpreter import InterpretedFunction as _Interpreted  # noqa: E402
+
+    if not isinstance(_tl.standard.sum, _Interpreted):
+        raise RuntimeError("mhc_backends.torch.kernels: TRITON_INTERPRET=1 is set, but triton was imported before it "
+                           "was, so its standard library is compiled-mode only and every interpreted kernel would "
+                           "fail; set TRITON_INTERPRET=1 before anything imports triton (e.g. in the environment)")
 from .mhc_coeffs import mhc_coeffs  # noqa: E402
 from .mhc_layer import mhc_layer  # noqa: E402
 from .mhc_post_res import mhc_post_res  # noqa: E402
