@@ -58,6 +58,9 @@ def _normalise(u: State, axis: int, log_eps: float | None) -> State:
         a <  log eps:  u - log eps - log1p(exp(a - log eps))       (eps dominates; u is below log eps as well)
         a >= log eps:  (u - m) - log s - log1p(exp(log eps - a))   (exp(log eps - a) <= 1, cannot overflow)
     """
+    dt = u[0].dtype
+    log_eps = None if log_eps is None else dt.type(log_eps)  # typed: a Python float would promote bfloat16
+    zero = dt.type(0)
     m = np.max(u[0], axis=axis, keepdims=True)
     d = _add(u, -m)  # u - m, exact in float64
     s = np.sum(np.exp(_value(d)), axis=axis, keepdims=True)
@@ -65,8 +68,8 @@ def _normalise(u: State, axis: int, log_eps: float | None) -> State:
     if log_eps is None:
         return out
     a = m + np.log(s)  # only compared with log eps and inside log1p(exp(.)), where its rounding is harmless
-    eps_side = _add(_add(u, -log_eps), -np.log1p(np.exp(np.minimum(a - log_eps, 0.0))))
-    sum_side = _add(out, -np.log1p(np.exp(np.minimum(log_eps - a, 0.0))))
+    eps_side = _add(_add(u, -log_eps), -np.log1p(np.exp(np.minimum(a - log_eps, zero))))
+    sum_side = _add(out, -np.log1p(np.exp(np.minimum(log_eps - a, zero))))
     below = a < log_eps
     return np.where(below, eps_side[0], sum_side[0]), np.where(below, eps_side[1], sum_side[1])
 
@@ -74,6 +77,7 @@ def _normalise(u: State, axis: int, log_eps: float | None) -> State:
 def _add_eps(u: State, log_eps: float) -> State:
     """log(exp(u) + eps) = logaddexp(u, log eps), as the larger term plus log1p(exp(-|difference|))."""
     v = _value(u)
+    log_eps = v.dtype.type(log_eps)  # typed: a Python float would promote bfloat16
     above = v >= log_eps
     c = np.log1p(np.exp(-np.abs(v - log_eps)))  # log1p(exp(.)) of the smaller term relative to the larger
     up = _add(u, c)

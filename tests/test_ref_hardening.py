@@ -50,3 +50,16 @@ def test_stack_fixed_and_residual_need_no_params(rng):
     for mode in ("fixed", "residual"):
         y, _ = Stack(n=4, sublayers=[SUB, SUB], mode=mode).forward(h)
         assert y.shape == h.shape and np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "bfloat16", "float16"])
+@pytest.mark.parametrize("preset", ["paper", "deepseek_v4"])
+def test_sinkhorn_keeps_the_compute_dtype(dtype, preset, rng):
+    """The eps branch of the log-domain step computes in the compute dtype (a Python-float log eps once promoted
+    bfloat16 to float32)."""
+    import mhc_ref
+    from mhc_ref._common import DTYPES
+
+    L = rng.standard_normal((2, 3, 3)).astype(DTYPES[dtype])
+    assert mhc_ref.sinkhorn(L, preset=preset, compute_dtype=dtype).dtype == DTYPES[dtype]
+    assert mhc_ref.sinkhorn_vjp(L, L, preset=preset, compute_dtype=dtype)["logits"].dtype == DTYPES[dtype]
