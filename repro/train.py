@@ -18,7 +18,7 @@ MODES = ("residual", "hc", "mhc")
 
 @dataclass(frozen=True)
 class Config:
-    depth: int = 12  # sublayers = mHC layers (two per Transformer block)
+    depth: int = 16  # sublayers = mHC layers (two per Transformer block)
     width: int = 128  # C
     n: int = 4
     heads: int = 4
