@@ -247,7 +247,9 @@ class BlockStage(nn.Module):
                 y = checkpoint(self._run_block, block, y, (self.stage, self.current_mb, i), use_reentrant=False)
             else:
                 y = self._run_block(block, y, None)
-        return y.clone() if y is x else y.contiguous()
+        # the schedule detaches stage outputs in place, which autograd refuses for a view (e.g. the reshape that
+        # ends mhc_post_res): copy those, as an empty stage copies its input
+        return y.clone() if y is x or y._base is not None else y.contiguous()
 
 
 class LMStage(BlockStage):
