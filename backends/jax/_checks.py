@@ -201,12 +201,13 @@ def check_outputs(op: str, outputs, *inputs) -> None:
 
 def rms_scaled(v, eps: float):
     """(v / t, rho) with sqrt(mean(v^2) + eps) = t * rho over the last axis, without overflow or underflow (spec
-    "RMS without overflow"): t is the power of two just above max(max|v|, sqrt eps), so v / t is exact and in
-    [-1, 1]. t is piecewise constant: it enters under stop_gradient, and the gradient is that of the plain formula."""
+    "RMS without overflow"): t is the power of two in (s/2, s], s = max(max|v|, sqrt eps), so v / t is exact and
+    in [-2, 2] (2^e above s would overflow to inf for s near the dtype's max). t is piecewise constant: it enters
+    under stop_gradient, and the gradient is that of the plain formula."""
     root = float(np.sqrt(np.float64(eps)))
     s = jnp.maximum(jnp.max(jnp.abs(v), axis=-1, keepdims=True, initial=0.0), jnp.asarray(root, v.dtype))
     _, e = jnp.frexp(jax.lax.stop_gradient(s))
-    t = jnp.ldexp(jnp.ones_like(s), e)  # 2^e > s (t = 1 for s = 0)
+    t = jnp.ldexp(jnp.ones_like(s), e - 1)  # s = f 2^e, f in [1/2, 1): t = 2^(e-1) in (s/2, s]; 1/2 for s = 0
     y = v / t
     rho = jnp.sqrt(jnp.mean(y * y, axis=-1, keepdims=True) + jnp.square(jnp.asarray(root, v.dtype) / t))
     return y, rho
