@@ -26,7 +26,7 @@ class Config:
     seq: int = 63  # copy task: 31 tokens, SEP, 31 tokens
     batch: int = 16
     steps: int = 400
-    lr: float = 1e-2
+    lr: float = 3e-3
     warmup: int = 20
     weight_decay: float = 0.0
     clip: float = 0.0  # gradient-norm clipping; 0 = off, so that instabilities stay visible
