@@ -336,7 +336,10 @@ def snapshot(result_path: Path, dest_root: Path, command: str, recs: list[dict],
                     if k.startswith("MHC_") or k in ("OMP_NUM_THREADS", "TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES")}}
     (dest / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     (dest / "report.md").write_text(markdown(result_path, recs))
-    plot(recs, dest / "report.png")
+    try:
+        plot(recs, dest / "report.png")
+    except ValueError:  # only workload results (no per-op rows): the report.md table is the whole result
+        pass
     return dest
 
 
@@ -364,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
         args.md.write_text(report)
         print(f"Markdown report: {args.md}")
     if args.png:
-        print(f"plot: {plot(recs, args.png)}")
+        try:
+            print(f"plot: {plot(recs, args.png)}")
+        except ValueError as e:  # e.g. `--bench` selected only the workload benchmarks: no per-op results to draw
+            print(f"plot skipped: {e}")
     if args.readme:
         ok = rewrite_readme(args.readme, markdown(path, recs, modes=(TARGET_MODE,), load=load))
         print(f"README section {'rewritten' if ok else 'NOT rewritten (markers missing)'}: {args.readme}")
