@@ -78,6 +78,22 @@ class Backend(ABC):
     def vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options) -> dict[str, Any]:
         raise NotImplementedError(f"backend {self.name!r} implements no VJP for {op!r}")
 
+    @staticmethod
+    def vjp_arguments(op: str, inputs: Sequence[Any], cotangents: Sequence[Any]) -> tuple[list[str], list[int]]:
+        """The checks of a `vjp` call against the spec table (op differentiable, one input per table input, one
+        cotangent per output); returns (input names, indices of the inputs to differentiate: the table's
+        differentiable inputs that are not None)."""
+        spec = load().op(op)
+        if not spec.differentiable:
+            raise NotImplementedError(f"op {op!r} is not differentiable")
+        names = [a.name for a in spec.inputs]
+        if len(inputs) != len(names):
+            raise ValueError(f"vjp({op!r}): expected {len(names)} inputs {names}, got {len(inputs)}")
+        if len(cotangents) != len(spec.outputs):
+            raise ValueError(f"vjp({op!r}): expected {len(spec.outputs)} cotangents "
+                             f"{[o.name for o in spec.outputs]}, got {len(cotangents)}")
+        return names, [i for i, name in enumerate(names) if name in spec.diff_inputs and inputs[i] is not None]
+
     # -- helpers --------------------------------------------------------------------------------------------------
     def claims(self, op: str, dtype: str | None = None, grad: bool = False) -> bool:
         c = self.capabilities

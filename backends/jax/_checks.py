@@ -34,6 +34,8 @@ import numpy as np
 
 from mhc_spec.table import load
 
+from .. import _contract
+
 SPEC = load()
 
 FLOAT_DTYPES = (jnp.dtype(jnp.float64), jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -109,9 +111,7 @@ def check_finite(name: str, a, op: str) -> None:
 def check_stream_state(name: str, x, op: str) -> tuple[int, int]:
     """x (..., n, C) with n >= 1 and C >= 1 (empty leading dims are fine: empty results); returns (n, C)."""
     check_array(name, x, op, ndim_min=2)
-    if x.shape[-2] < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{op}: {name} must be (..., n, C) with n >= 1 and C >= 1, got shape {tuple(x.shape)}")
-    return x.shape[-2], x.shape[-1]
+    return _contract.stream_dims(name, x, op)
 
 
 def check_dtype(name: str, a, x, op: str) -> None:
@@ -123,9 +123,8 @@ def check_dtype(name: str, a, x, op: str) -> None:
         raise TypeError(f"{op}: {name} must have dtype {want} to match x ({xd}), got {a.dtype}")
 
 
-def check_shape(name: str, a, expected: tuple[int, ...], op: str, why: str = "") -> None:
-    if tuple(a.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}{why}, got {tuple(a.shape)}")
+check_shape = _contract.check_shape  # the shape and choice rules (and their messages) are framework-free
+check_choice = _contract.check_choice
 
 
 def check_like_x(name: str, a, x, expected: tuple[int, ...], op: str, why: str = "") -> None:
@@ -164,12 +163,6 @@ def check_float(name: str, value, op: str, minimum: float = 0.0) -> float:
     if maximum is not None and value > maximum:
         raise ValueError(f"{op}: {name} must be <= {maximum}, got {value!r}")
     return float(value)
-
-
-def check_choice(name: str, value, choices: tuple[str, ...], op: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{op}: {name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def check_nonzero_tokens(x, rms_eps: float, op: str, name: str = "x") -> None:

@@ -90,16 +90,7 @@ class JaxBackend(Backend):
     def value_and_vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options):
         """(outputs tuple, {input name: gradient}): the forward and its VJP as one jitted program (what a training
         step runs; the benchmarks time forward+backward with it)."""
-        spec = SPEC.op(op)
-        if not spec.differentiable:
-            raise NotImplementedError(f"op {op!r} is not differentiable")
-        names = [a.name for a in spec.inputs]
-        if len(inputs) != len(names):
-            raise ValueError(f"vjp({op!r}): expected {len(names)} inputs {names}, got {len(inputs)}")
-        if len(cotangents) != len(spec.outputs):
-            raise ValueError(f"vjp({op!r}): expected {len(spec.outputs)} cotangents "
-                             f"{[o.name for o in spec.outputs]}, got {len(cotangents)}")
-        wanted = [i for i, name in enumerate(names) if name in spec.diff_inputs and inputs[i] is not None]
+        names, wanted = self.vjp_arguments(op, inputs, cotangents)
         for name, a in zip(names, inputs):  # the value checks need data: under jit the inputs are tracers
             if a is not None and hasattr(a, "dtype"):
                 _checks.check_finite(name, a, op)

@@ -13,27 +13,19 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .. import _contract
 from . import _checks
 from .mhc_coeffs import projection
 from .mhc_pre import mhc_pre_unchecked
 
 OP = "collapse_streams"
-MODES = ("sum", "head")
+MODES = _contract.COLLAPSE_MODES
 
 
 def validate(x, phi_head, alpha_head, b_head, mode, op: str = OP) -> int:
-    n, C = _checks.check_stream_state("x", x, op)
-    _checks.check_choice("mode", mode, MODES, op)
-    if mode == "sum":
-        for name, v in (("phi_head", phi_head), ("alpha_head", alpha_head), ("b_head", b_head)):
-            if v is not None:
-                raise ValueError(f"{op}: {name} is only used with mode='head', got an array with mode='sum'")
-        return n
-    for name, v, shape in (("phi_head", phi_head, (n * C, n)), ("alpha_head", alpha_head, (1,)),
-                           ("b_head", b_head, (n,))):
-        if v is None:
-            raise ValueError(f"{op}: mode='head' requires {name} of shape {shape}, got None")
-        _checks.check_like_x(name, v, x, shape, op, f" for x of shape {tuple(x.shape)}")
+    n, _ = _checks.check_stream_state("x", x, op)
+    heads = {"phi_head": phi_head, "alpha_head": alpha_head, "b_head": b_head}
+    _contract.check_all(_checks.check_like_x, x, heads, _contract.collapse_shapes(x, heads, mode, op), op)
     return n
 
 

@@ -16,6 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .. import _contract
 from . import _checks
 
 OP = "hc_coeffs"
@@ -30,11 +31,8 @@ def rms_normalize(x, eps: float):
 
 
 def validate(x, params, op: str = OP) -> None:
-    n, C = _checks.check_stream_state("x", x, op)
-    shapes = {"theta_pre": (C,), "theta_post": (C,), "theta_res": (n, C), "alpha": (3,), "b_pre": (n,),
-              "b_post": (n,), "b_res": (n, n)}
-    for name, value in zip(NAMES, params):
-        _checks.check_like_x(name, value, x, shapes[name], op, f" for x of shape {tuple(x.shape)}")
+    _checks.check_stream_state("x", x, op)
+    _contract.check_all(_checks.check_like_x, x, dict(zip(NAMES, params)), _contract.hc_shapes(x), op)
 
 
 @partial(jax.jit, static_argnames=("rms_eps", "maps_dtype"))

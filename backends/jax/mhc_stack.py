@@ -13,6 +13,7 @@ input x_{l0} and the sublayer outputs f_l, and recomputes the maps, the Sinkhorn
 
 from __future__ import annotations
 
+from .. import _contract
 from . import _checks
 from .mhc_coeffs import validate_options
 from .mhc_layer import probe_sublayer
@@ -20,30 +21,19 @@ from .mhc_layer import probe_sublayer
 OP = "mhc_stack"
 
 
-def validate_params(x, phi, alpha, b, op: str = OP) -> tuple[int, int, int]:
-    """The stacked mHC parameters against x; returns (L, n, C)."""
-    n, C = _checks.check_stream_state("x", x, op)
-    width = n * n + 2 * n
+def validate_params(x, phi, alpha, b, op: str = OP, **more) -> int:
+    """The stacked mHC parameters (and `more`, e.g. w_sub) against x; returns L."""
+    _checks.check_stream_state("x", x, op)
     _checks.check_array("phi", phi, op, ndim_min=0, scan=False)
-    if phi.ndim != 3 or tuple(phi.shape[1:]) != (n * C, width):
-        raise ValueError(f"{op}: phi must have shape (L, n*C, n*n+2*n) = (L, {n * C}, {width}) for x of shape "
-                         f"{tuple(x.shape)} (n = {n}, C = {C}), got {tuple(phi.shape)}")
-    L = phi.shape[0]
-    if L < 1:
-        raise ValueError(f"{op}: phi must stack L >= 1 layers, got shape {tuple(phi.shape)}")
-    where = f" (L = {L} from phi, n = {n}, C = {C} from x)"
-    _checks.check_like_x("phi", phi, x, (L, n * C, width), op)
-    _checks.check_like_x("alpha", alpha, x, (L, 3), op, " = (L, 3)" + where)
-    _checks.check_like_x("b", b, x, (L, width), op, " = (L, n*n+2*n)" + where)
-    return L, n, C
+    L, shapes = _contract.stack_shapes(x, phi, op)
+    _contract.check_all(_checks.check_like_x, x, {"phi": phi, "alpha": alpha, "b": b, **more}, shapes, op)
+    return L
 
 
 def validate_stack(x, phi, alpha, b, w_sub, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout,
                    op: str = OP) -> tuple[int, dict]:
     """The checks of every mhc_stack implementation; returns L and the normalised options."""
-    L, _, C = validate_params(x, phi, alpha, b, op)
-    where = f" (L = {L} from phi, C = {C} from x)"
-    _checks.check_like_x("w_sub", w_sub, x, (L, C, C), op, " = (L, C, C)" + where)
+    L = validate_params(x, phi, alpha, b, op, w_sub=w_sub)
     opts = validate_options(op, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
     _checks.check_nonzero_tokens(x, rms_eps, op)
     return L, opts

@@ -22,6 +22,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .. import _contract
 from . import _checks
 
 OP = "sinkhorn"
@@ -62,11 +63,7 @@ def sinkhorn_unchecked(logits, *, t_max: int, eps: float):
 
 def validate(logits, t_max, eps, op: str = OP) -> None:
     _checks.check_array("logits", logits, op, ndim_min=2)
-    if logits.shape[-1] != logits.shape[-2]:
-        raise ValueError(f"{op}: logits must be square in its last two dims (..., n, n), got shape "
-                         f"{tuple(logits.shape)}")
-    if logits.shape[-1] < 1:
-        raise ValueError(f"{op}: logits must be (..., n, n) with n >= 1, got shape {tuple(logits.shape)}")
+    _contract.square_dim("logits", logits, op)
     _checks.check_int("t_max", t_max, op, 1)
     _checks.check_float("eps", eps, op)
 

@@ -87,16 +87,7 @@ class TorchBackend(Backend):
     # -- gradients ------------------------------------------------------------------------------------------------
     def vjp(self, op: str, inputs: Sequence[Any], cotangents: Sequence[Any], **options) -> dict[str, Any]:
         """Autograd through `op`: {input name: gradient} for every differentiable input that is not None."""
-        spec = SPEC.op(op)
-        if not spec.differentiable:
-            raise NotImplementedError(f"op {op!r} is not differentiable")
-        names = [a.name for a in spec.inputs]
-        if len(inputs) != len(names):
-            raise ValueError(f"vjp({op!r}): expected {len(names)} inputs {names}, got {len(inputs)}")
-        if len(cotangents) != len(spec.outputs):
-            raise ValueError(f"vjp({op!r}): expected {len(spec.outputs)} cotangents "
-                             f"{[o.name for o in spec.outputs]}, got {len(cotangents)}")
-        wanted = [i for i, name in enumerate(names) if name in spec.diff_inputs and inputs[i] is not None]
+        names, wanted = self.vjp_arguments(op, inputs, cotangents)
         with torch.enable_grad():
             leaves = list(inputs)
             for i in wanted:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _contract
 from . import _checks
 
 OP = "hc_coeffs"
@@ -44,11 +45,8 @@ def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def validate(x, params, op: str = OP) -> None:
-    n, C = _checks.check_stream_state("x", x, op)
-    shapes = {"theta_pre": (C,), "theta_post": (C,), "theta_res": (n, C), "alpha": (3,), "b_pre": (n,),
-              "b_post": (n,), "b_res": (n, n)}
-    for name, value in zip(NAMES, params):
-        _checks.check_like_x(name, value, x, shapes[name], op, f" for x of shape {tuple(x.shape)}")
+    _checks.check_stream_state("x", x, op)
+    _contract.check_all(_checks.check_like_x, x, dict(zip(NAMES, params)), _contract.hc_shapes(x), op)
 
 
 def hc_coeffs_unchecked(x, theta_pre, theta_post, theta_res, alpha, b_pre, b_post, b_res, *, rms_eps,

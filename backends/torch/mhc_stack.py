@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _contract
 from . import _checks
 from .mhc_coeffs import mhc_coeffs_unchecked, validate_options
 from .mhc_layer import mhc_layer_unchecked, probe_sublayer
@@ -29,20 +30,10 @@ OP = "mhc_stack"
 def validate_stack(x, phi, alpha, b, w_sub, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout,
                    op: str = OP) -> int:
     """The checks of every mhc_stack implementation (eager, fused, pipelined); returns L."""
-    n, C = _checks.check_stream_state("x", x, op)
-    width = n * n + 2 * n
+    _checks.check_stream_state("x", x, op)
     _checks.check_tensor("phi", phi, op, ndim_min=0, scan=False)
-    if phi.dim() != 3 or tuple(phi.shape[1:]) != (n * C, width):
-        raise ValueError(f"{op}: phi must have shape (L, n*C, n*n+2*n) = (L, {n * C}, {width}) for x of shape "
-                         f"{tuple(x.shape)} (n = {n}, C = {C}), got {tuple(phi.shape)}")
-    L = phi.shape[0]
-    if L < 1:
-        raise ValueError(f"{op}: phi must stack L >= 1 layers, got shape {tuple(phi.shape)}")
-    where = f" (L = {L} from phi, n = {n}, C = {C} from x)"
-    _checks.check_like_x("phi", phi, x, (L, n * C, width), op)
-    _checks.check_like_x("alpha", alpha, x, (L, 3), op, " = (L, 3)" + where)
-    _checks.check_like_x("b", b, x, (L, width), op, " = (L, n*n+2*n)" + where)
-    _checks.check_like_x("w_sub", w_sub, x, (L, C, C), op, " = (L, C, C)" + where)
+    L, shapes = _contract.stack_shapes(x, phi, op)
+    _contract.check_all(_checks.check_like_x, x, {"phi": phi, "alpha": alpha, "b": b, "w_sub": w_sub}, shapes, op)
     validate_options(op, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout)
     _checks.check_nonzero_tokens(x, rms_eps, op)
     return L

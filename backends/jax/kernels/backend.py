@@ -19,8 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mhc_spec.table import load
-
 from ...base import Capabilities
 from .. import _checks
 from ..backend import JaxBackend
@@ -32,7 +30,6 @@ from .mhc_pre import mhc_pre
 from .mhc_stack import mhc_stack
 from .sinkhorn import sinkhorn
 
-SPEC = load()
 KERNEL_OPS = frozenset({"sinkhorn", "mhc_coeffs", "mhc_pre", "mhc_post_res", "mhc_layer", "mhc_stack"})
 
 
@@ -59,14 +56,9 @@ class PallasBackend(JaxBackend):
         """jax.vjp through `op`, not jitted as a whole: the kernels' pallas_calls are jitted and cached per padded
         shape and static setting (option values are runtime scalars), so calls that differ in token count or option
         values reuse compiled kernels, where the jnp backend's one-jit vjp would recompile them for each."""
-        spec = SPEC.op(op)
         if op not in self.capabilities.grad_ops:
             raise NotImplementedError(f"backend {self.name!r} implements no VJP for {op!r}")
-        names = [a.name for a in spec.inputs]
-        if len(inputs) != len(names) or len(cotangents) != len(spec.outputs):
-            raise ValueError(f"vjp({op!r}): expected inputs {names} and cotangents {[o.name for o in spec.outputs]}, "
-                             f"got {len(inputs)} and {len(cotangents)}")
-        wanted = [i for i, name in enumerate(names) if name in spec.diff_inputs and inputs[i] is not None]
+        names, wanted = self.vjp_arguments(op, inputs, cotangents)
         fn = getattr(self, op)
 
         def f(*diff):
