@@ -13,20 +13,12 @@ them from a flat dict of arrays. The module loaders keep the modules' parameter 
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 
+from .. import _deepseek
 from . import _checks
 
-PRESET = "deepseek_v4"
-
-
-def _n_from_width(width: int, where: str) -> int:
-    n = int(round(math.sqrt(1 + width) - 1))  # width = n^2 + 2n = (n + 1)^2 - 1
-    if n < 1 or n * n + 2 * n != width:
-        raise ValueError(f"{where}: fn must have n*n+2*n rows for some n, got {width}")
-    return n
+PRESET = _deepseek.PRESET
 
 
 def from_deepseek(fn, scale, base) -> dict:
@@ -34,13 +26,7 @@ def from_deepseek(fn, scale, base) -> dict:
     where = "from_deepseek"
     for name, v in (("fn", fn), ("scale", scale), ("base", base)):
         _checks.check_array(name, v, where, ndim_min=0)
-    if fn.ndim != 2:
-        raise ValueError(f"{where}: fn must be 2-D (n*n+2*n, n*C), got shape {tuple(fn.shape)}")
-    n = _n_from_width(fn.shape[0], where)
-    if fn.shape[1] % n:
-        raise ValueError(f"{where}: fn must have n*C columns with n = {n}, got shape {tuple(fn.shape)}")
-    _checks.check_shape("scale", scale, (3,), where)
-    _checks.check_shape("base", base, (fn.shape[0],), where, f" = (n*n+2*n,) for n = {n}")
+    _deepseek.check_layer(fn, scale, base, where)
     return {"phi": jnp.asarray(fn).T, "alpha": jnp.asarray(scale), "b": jnp.asarray(base)}
 
 
@@ -52,22 +38,15 @@ def to_deepseek(params: dict) -> dict:
 def head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base) -> dict:
     """{phi_head (n*C, n), alpha_head (1,), b_head (n,)} for the head collapse of preset deepseek_v4."""
     where = "head_from_deepseek"
-    _checks.check_array("hc_head_fn", hc_head_fn, where, ndim_min=0)
-    if hc_head_fn.ndim != 2:
-        raise ValueError(f"{where}: hc_head_fn must be 2-D (n, n*C), got shape {tuple(hc_head_fn.shape)}")
-    n = hc_head_fn.shape[0]
-    _checks.check_shape("hc_head_scale", _checks.check_array("hc_head_scale", hc_head_scale, where, 0), (1,), where)
-    _checks.check_shape("hc_head_base", _checks.check_array("hc_head_base", hc_head_base, where, 0), (n,), where)
+    for name, v in (("hc_head_fn", hc_head_fn), ("hc_head_scale", hc_head_scale), ("hc_head_base", hc_head_base)):
+        _checks.check_array(name, v, where, ndim_min=0)
+    _deepseek.check_head(hc_head_fn, hc_head_scale, hc_head_base, where)
     return {"phi_head": jnp.asarray(hc_head_fn).T, "alpha_head": jnp.asarray(hc_head_scale),
             "b_head": jnp.asarray(hc_head_base)}
 
 
 def _copy(module, params: dict, where: str) -> None:
-    for name, value in params.items():
-        target = getattr(module, name)
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(f"{where}: {name} must have shape {tuple(target.shape)} for this module "
-                             f"(n = {module.n}, C = {module.dim}), got {tuple(value.shape)}")
+    _deepseek.check_fits(module, params, where)
     for name, value in params.items():
         target = getattr(module, name)
         value = jnp.asarray(value, target.dtype)
@@ -79,30 +58,17 @@ def _copy(module, params: dict, where: str) -> None:
 
 def load_deepseek(module, fn, scale, base) -> None:
     """Copy DeepSeek-V4 (fn, scale, base) into an `MHC(mode="mhc", preset="deepseek_v4")`."""
-    where = "load_deepseek"
-    if getattr(module, "mode", None) != "mhc":
-        raise ValueError(f"{where}: module must be an MHC with mode='mhc', got {type(module).__name__} "
-                         f"mode={getattr(module, 'mode', None)!r}")
-    if module.options["res_layout"] != "col_major":
-        raise ValueError(f"{where}: DeepSeek's comb layout needs res_layout='col_major' (preset='{PRESET}'), the "
-                         f"module has preset={module.preset!r} res_layout={module.options['res_layout']!r}")
-    _copy(module, from_deepseek(fn, scale, base), where)
+    _deepseek.check_module(module, "mhc", "load_deepseek")
+    _copy(module, from_deepseek(fn, scale, base), "load_deepseek")
 
 
 def load_deepseek_head(module, hc_head_fn, hc_head_scale, hc_head_base) -> None:
     """Copy DeepSeek-V4's head into a `CollapseStreams(mode="head", preset="deepseek_v4")`."""
-    where = "load_deepseek_head"
-    if getattr(module, "mode", None) != "head":
-        raise ValueError(f"{where}: module must be a CollapseStreams with mode='head', got "
-                         f"{type(module).__name__} mode={getattr(module, 'mode', None)!r}")
-    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), where)
+    _deepseek.check_module(module, "head", "load_deepseek_head")
+    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), "load_deepseek_head")
 
 
 def load_deepseek_block(attn, ffn, state_dict: dict, prefix: str = "") -> None:
     """Load `{prefix}hc_attn_{fn,scale,base}` into `attn` and `{prefix}hc_ffn_{fn,scale,base}` into `ffn`."""
-    for module, tag in ((attn, "attn"), (ffn, "ffn")):
-        keys = [f"{prefix}hc_{tag}_{k}" for k in ("fn", "scale", "base")]
-        missing = [k for k in keys if k not in state_dict]
-        if missing:
-            raise KeyError(f"load_deepseek_block: missing {missing} in the state dict")
-        load_deepseek(module, *(jnp.asarray(state_dict[k]) for k in keys))
+    for module, arrays in _deepseek.block_layers(attn, ffn, state_dict, prefix):
+        load_deepseek(module, *(jnp.asarray(a) for a in arrays))

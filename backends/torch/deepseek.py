@@ -13,20 +13,12 @@ into the existing float32 parameters (no dtype change) under `torch.no_grad()`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from .. import _deepseek
 from . import _checks
 
-PRESET = "deepseek_v4"
-
-
-def _n_from_width(width: int, where: str) -> int:
-    n = int(round(math.sqrt(1 + width) - 1))  # width = n^2 + 2n = (n + 1)^2 - 1
-    if n < 1 or n * n + 2 * n != width:
-        raise ValueError(f"{where}: fn must have n*n+2*n rows for some n, got {width}")
-    return n
+PRESET = _deepseek.PRESET
 
 
 def _tensor(name, value, where) -> torch.Tensor:
@@ -39,13 +31,7 @@ def from_deepseek(fn: torch.Tensor, scale: torch.Tensor, base: torch.Tensor) -> 
     """{phi (n*C, n*n+2*n), alpha (3,), b (n*n+2*n,)} from DeepSeek's (fn, scale, base); use preset deepseek_v4."""
     where = "from_deepseek"
     fn, scale, base = (_tensor(k, v, where) for k, v in (("fn", fn), ("scale", scale), ("base", base)))
-    if fn.dim() != 2:
-        raise ValueError(f"{where}: fn must be 2-D (n*n+2*n, n*C), got shape {tuple(fn.shape)}")
-    n = _n_from_width(fn.shape[0], where)
-    if fn.shape[1] % n:
-        raise ValueError(f"{where}: fn must have n*C columns with n = {n}, got shape {tuple(fn.shape)}")
-    _checks.check_shape("scale", scale, (3,), where)
-    _checks.check_shape("base", base, (fn.shape[0],), where, f" = (n*n+2*n,) for n = {n}")
+    _deepseek.check_layer(fn, scale, base, where)
     return {"phi": fn.t().contiguous(), "alpha": scale.clone(), "b": base.clone()}
 
 
@@ -57,26 +43,15 @@ def to_deepseek(phi: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor) -> dict
 def head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base) -> dict[str, torch.Tensor]:
     """{phi_head (n*C, n), alpha_head (1,), b_head (n,)} for CollapseStreams(mode='head', preset='deepseek_v4')."""
     where = "head_from_deepseek"
-    fn = _tensor("hc_head_fn", hc_head_fn, where)
-    if fn.dim() != 2:
-        raise ValueError(f"{where}: hc_head_fn must be 2-D (n, n*C), got shape {tuple(fn.shape)}")
-    n = fn.shape[0]
-    _checks.check_shape("hc_head_scale", _tensor("hc_head_scale", hc_head_scale, where), (1,), where)
-    _checks.check_shape("hc_head_base", _tensor("hc_head_base", hc_head_base, where), (n,), where)
-    return {"phi_head": fn.t().contiguous(), "alpha_head": hc_head_scale.clone(), "b_head": hc_head_base.clone()}
+    fn, scale, base = (_tensor(k, v, where) for k, v in (("hc_head_fn", hc_head_fn), ("hc_head_scale", hc_head_scale),
+                                                          ("hc_head_base", hc_head_base)))
+    _deepseek.check_head(fn, scale, base, where)
+    return {"phi_head": fn.t().contiguous(), "alpha_head": scale.clone(), "b_head": base.clone()}
 
 
-def _copy(module, params: dict[str, torch.Tensor], where: str, sources: dict[str, str]) -> None:
-    """Copy params into the module; a shape mismatch names the caller's argument (`sources`: parameter -> argument;
-    phi / phi_head come from the transposed `fn` / `hc_head_fn`)."""
-    for name, value in params.items():
-        target = getattr(module, name)
-        if tuple(value.shape) != tuple(target.shape):
-            transposed = name.startswith("phi")
-            want = tuple(target.shape)[::-1] if transposed else tuple(target.shape)
-            got = tuple(value.shape)[::-1] if transposed else tuple(value.shape)
-            raise ValueError(f"{where}: {sources[name]} must have shape {want} for this module "
-                             f"(n = {module.n}, C = {module.dim}), got {got}")
+def _copy(module, params: dict[str, torch.Tensor], where: str) -> None:
+    """Copy params into the module's existing parameters (dtype kept), after every shape is checked."""
+    _deepseek.check_fits(module, params, where)
     with torch.no_grad():
         for name, value in params.items():
             getattr(module, name).copy_(value)
@@ -84,31 +59,17 @@ def _copy(module, params: dict[str, torch.Tensor], where: str, sources: dict[str
 
 def load_deepseek(module, fn, scale, base) -> None:
     """Copy DeepSeek-V4 (fn, scale, base) into an `MHC(mode="mhc", preset="deepseek_v4")`."""
-    where = "load_deepseek"
-    if getattr(module, "mode", None) != "mhc":
-        raise ValueError(f"{where}: module must be an MHC with mode='mhc', got {type(module).__name__} "
-                         f"mode={getattr(module, 'mode', None)!r}")
-    if module.options["res_layout"] != "col_major":
-        raise ValueError(f"{where}: DeepSeek's comb layout needs res_layout='col_major' (preset='{PRESET}'), the "
-                         f"module has preset={module.preset!r} res_layout={module.options['res_layout']!r}")
-    _copy(module, from_deepseek(fn, scale, base), where, {"phi": "fn", "alpha": "scale", "b": "base"})
+    _deepseek.check_module(module, "mhc", "load_deepseek")
+    _copy(module, from_deepseek(fn, scale, base), "load_deepseek")
 
 
 def load_deepseek_head(module, hc_head_fn, hc_head_scale, hc_head_base) -> None:
     """Copy DeepSeek-V4's head into a `CollapseStreams(mode="head", preset="deepseek_v4")`."""
-    where = "load_deepseek_head"
-    if getattr(module, "mode", None) != "head":
-        raise ValueError(f"{where}: module must be a CollapseStreams with mode='head', got "
-                         f"{type(module).__name__} mode={getattr(module, 'mode', None)!r}")
-    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), where,
-          {"phi_head": "hc_head_fn", "alpha_head": "hc_head_scale", "b_head": "hc_head_base"})
+    _deepseek.check_module(module, "head", "load_deepseek_head")
+    _copy(module, head_from_deepseek(hc_head_fn, hc_head_scale, hc_head_base), "load_deepseek_head")
 
 
 def load_deepseek_block(attn, ffn, state_dict: dict[str, torch.Tensor], prefix: str = "") -> None:
     """Load `{prefix}hc_attn_{fn,scale,base}` into `attn` and `{prefix}hc_ffn_{fn,scale,base}` into `ffn`."""
-    for module, tag in ((attn, "attn"), (ffn, "ffn")):
-        keys = [f"{prefix}hc_{tag}_{k}" for k in ("fn", "scale", "base")]
-        missing = [k for k in keys if k not in state_dict]
-        if missing:
-            raise KeyError(f"load_deepseek_block: missing {missing} in the state dict")
-        load_deepseek(module, *(state_dict[k] for k in keys))
+    for module, tensors in _deepseek.block_layers(attn, ffn, state_dict, prefix):
+        load_deepseek(module, *tensors)
