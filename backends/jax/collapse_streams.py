@@ -1,9 +1,6 @@
-"""Leave the n-stream space: x (..., n, C) -> y (..., C).
-
-    mode = "sum"  (HC Algorithm 1):       y = sum_k x_k
-    mode = "head" (DeepSeek-V4 hc_head):  w = sigmoid(alpha_head * (x_bar @ phi_head) / r + b_head) + pre_eps
-                                          y = sum_k w_k x_k,   r = sqrt(mean(x_bar^2) + rms_eps)
-phi_head is (n*C, n), DeepSeek's `hc_head_fn` transposed. 16-bit x is reduced in float32 and cast back.
+"""Leave the n-stream space, x (..., n, C) -> y (..., C) (jnp): mode "sum" (HC Algorithm 1) or "head" (DeepSeek-V4
+hc_head, an H_pre-style read-out); the formulas are in spec/mhc.md, "collapse_streams". 16-bit x is reduced in
+float32 and cast back.
 """
 
 from __future__ import annotations

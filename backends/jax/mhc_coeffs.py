@@ -1,13 +1,6 @@
-"""The three mHC maps of each token, P Eqs. 7-9 in the fused form of Eqs. 14-19 (jnp):
+"""The three mHC maps of each token, P Eqs. 7-9 in the fused form of Eqs. 14-19 (jnp): the equations are in
+spec/mhc.md, "mhc_coeffs", the res_layout `mat` in its section 3; `projection` is Eqs. 14-16 before scale and bias.
 
-    x_bar  = x.reshape(..., n*C)                    stream-major: x_bar[k*C + c] = x[k, c]
-    r      = sqrt(mean(x_bar^2) + rms_eps)                                            (15)
-    m      = (x_bar @ phi) / r                      phi (n*C, n^2+2n), columns [pre n | post n | res n^2]   (14, 16)
-    H_pre  = sigmoid(alpha[0] m[:n]    + b[:n])    + pre_eps                          (17)
-    H_post = post_scale * sigmoid(alpha[1] m[n:2n] + b[n:2n])                          (18)
-    H_res  = sinkhorn(mat(alpha[2] m[2n:] + b[2n:]))                                   (19)
-
-`mat` is row_major (H[i, j] = v[i*n + j], paper) or col_major (H[i, j] = v[j*n + i], DeepSeek's comb[src, dst]).
 Precision: with 16-bit x the whole path (projection, RMS, sigmoids, Sinkhorn) runs in float32, as DeepSeek does;
 phi, alpha, b may be float32 or x's dtype. The maps are returned in `maps_dtype` (default: x's dtype, the backend
 contract; the modules and the functional layer ask for float32 and mix in float32). All options are static under jit.

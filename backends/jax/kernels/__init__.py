@@ -1,18 +1,11 @@
 """Pallas kernels of mHC with hand-written backwards (the `jax-pallas` backend).
 
-Functional API (differentiable through jax.custom_vjp; same signatures and defaults as the jnp ops in
-`mhc_backends.jax`, plus two keywords):
+Functional API, differentiable through jax.custom_vjp: `sinkhorn`, `mhc_coeffs`, `mhc_pre`, `mhc_post_res`,
+`mhc_layer` (around a `sublayer` function) and `mhc_stack` (stacked (L, ...) parameters), with the signatures,
+defaults and results of the jnp ops of the same names in `mhc_backends.jax`, plus two keywords:
 
-    sinkhorn(logits, *, t_max=20, eps=0.0)                                  -> h_res
-    mhc_coeffs(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout, maps_dtype=None)
-                                                                            -> (h_pre, h_post, h_res)
-    mhc_pre(x, h_pre)                                                       -> y (..., C)
-    mhc_post_res(x, f_out, h_post, h_res)                                   -> y (..., n, C)
-    mhc_layer(x, phi, alpha, b, sublayer, **options)                        -> x_next
-    mhc_stack(x, phi, alpha, b, w_sub, **options)                           -> x_L    (stacked parameters, L layers)
-
-    every function also takes  interpret=None   (None: interpret on CPU, compile on GPU / TPU)
-                               backward="pallas" ("reference": the gradient of the jnp op, a fallback and an oracle)
+    interpret=None      None: interpret on CPU, compile on GPU / TPU
+    backward="pallas"   "reference": the gradient of the jnp op, a fallback and an oracle
 
 `*_unchecked(..., o: Options)` variants skip validation (for callers that validated once, e.g. a Flax module);
 block sizes live in `config.KernelConfig`. Importing this package imports jax (the parent `mhc_backends.jax` does

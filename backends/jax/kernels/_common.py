@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pl_triton
 
-from .config import KernelConfig
+from .config import KernelConfig, choose
 
 BACKWARDS = ("pallas", "reference")
 
@@ -45,6 +46,15 @@ def pad_to(a: jax.Array, axis: int, size: int, value: float = 0.0) -> jax.Array:
 
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def stream_conf(op: str, x, interpret: bool) -> tuple[KernelConfig, dict]:
+    """The block config of the token-parallel op `op` (mhc_pre, mhc_post_res) for x (..., n, C), and the padded
+    token and channel counts {Np, Cp} (multiples of its block_t and block_c)."""
+    n, C = x.shape[-2:]
+    N = math.prod(x.shape[:-2])
+    conf = choose(op, n=n, C=C, tokens=N, interpret=interpret)
+    return conf, dict(Np=round_up(max(N, 1), conf.block_t), Cp=round_up(max(C, 1), conf.block_c))
 
 
 def compiler_params(conf: KernelConfig, interpret: bool):

@@ -1,11 +1,5 @@
-"""The coefficient path of mHC as one fused Pallas kernel per token block, P Eqs. 7-9 in the fused form of 14-19:
-
-    x_bar  = x.reshape(N, n*C)                  stream-major: x_bar[k*C + c] = x[k, c]
-    r      = sqrt(mean(x_bar^2) + rms_eps)                                            (15)
-    m      = (x_bar @ phi) / r                  phi (n*C, n^2+2n), columns [pre n | post n | res n^2]   (14, 16)
-    H_pre  = sigmoid(alpha[0] m[:n]    + b[:n])    + pre_eps                          (17)
-    H_post = post_scale * sigmoid(alpha[1] m[n:2n] + b[n:2n])                          (18)
-    H_res  = sinkhorn(mat(alpha[2] m[2n:] + b[2n:]))                                   (19)
+"""The coefficient path of mHC as one fused Pallas kernel per token block: the maps of `mhc_backends.jax.mhc_coeffs`,
+P Eqs. 7-9 in the fused form of Eqs. 14-19 (spec/mhc.md, "mhc_coeffs"), with x_bar = x.reshape(N, n*C).
 
 The coefficient tile. The n^2 + 2n columns, in the spec's order, are an (n + 2, n) row-major matrix: column
 `r*n + j` is tile entry (r, j); row 0 is pre, row 1 is post, rows 2..n+1 are the residual logits v[(r-2)*n + j].

@@ -28,7 +28,7 @@ from .. import _checks
 from ..mhc_post_res import mhc_post_res_unchecked as mhc_post_res_jnp
 from ..mhc_post_res import validate
 from . import config as cfg
-from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up
+from ._common import compiler_params, compute_dtype, pad_to, resolve, stream_conf
 
 OP = "mhc_post_res"
 
@@ -82,13 +82,6 @@ def _pad_all(x, f, hp, hr, g=None, *, Np: int, Cp: int):
     return out
 
 
-def _conf(x, interpret: bool):
-    n, C = x.shape[-2:]
-    N = math.prod(x.shape[:-2])
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    return conf, dict(Np=round_up(max(N, 1), conf.block_t), Cp=round_up(max(C, 1), conf.block_c))
-
-
 @partial(jax.jit, static_argnames=("shape",))
 def _unpad(*arrays, shape):
     """Padded (N_pad, n, C_pad), (N_pad, C_pad), (N_pad, n), (N_pad, n, n) arrays back to x's leading shape."""
@@ -100,7 +93,7 @@ def _unpad(*arrays, shape):
 
 def post_res_forward(x, f_out, h_post, h_res, interpret: bool):
     """x (..., n, C), f_out (..., C), h_post (..., n), h_res (..., n, n) -> y (..., n, C) in x's dtype."""
-    conf, pads = _conf(x, interpret)
+    conf, pads = stream_conf(OP, x, interpret)
     y = _fwd_call(x.shape[-2], conf, interpret)(*_pad_all(x, f_out, h_post, h_res, **pads))
     return _unpad(y, shape=tuple(x.shape))[0]
 
@@ -167,7 +160,7 @@ def _bwd_call(n: int, conf: cfg.KernelConfig, interpret: bool):
 
 def post_res_backward(x, f_out, h_post, h_res, g, interpret: bool):
     """(dx, df_out, dh_post, dh_res), each in its input's dtype and shape."""
-    conf, pads = _conf(x, interpret)
+    conf, pads = stream_conf(OP, x, interpret)
     grads = _bwd_call(x.shape[-2], conf, interpret)(*_pad_all(x, f_out, h_post, h_res, g, **pads))
     return tuple(_unpad(*grads, shape=tuple(x.shape)))
 

@@ -27,7 +27,7 @@ from .. import _checks
 from ..mhc_pre import mhc_pre_unchecked as mhc_pre_jnp
 from ..mhc_pre import validate
 from . import config as cfg
-from ._common import compiler_params, compute_dtype, pad_to, resolve, round_up
+from ._common import compiler_params, compute_dtype, pad_to, resolve, stream_conf
 
 OP = "mhc_pre"
 
@@ -67,13 +67,6 @@ def _pad(x, h_pre, g=None, *, Np: int, Cp: int):
     return out
 
 
-def _conf(x, interpret: bool):
-    n, C = x.shape[-2:]
-    N = math.prod(x.shape[:-2])
-    conf = cfg.choose(OP, n=n, C=C, tokens=N, interpret=interpret)
-    return conf, dict(Np=round_up(max(N, 1), conf.block_t), Cp=round_up(max(C, 1), conf.block_c))
-
-
 @partial(jax.jit, static_argnames=("shape",))
 def _unpad_y(y, *, shape):
     return y[:math.prod(shape[:-2]), :shape[-1]].reshape(*shape[:-2], shape[-1])
@@ -81,7 +74,7 @@ def _unpad_y(y, *, shape):
 
 def pre_forward(x, h_pre, interpret: bool):
     """x (..., n, C), h_pre (..., n) -> y (..., C) in x's dtype."""
-    conf, pads = _conf(x, interpret)
+    conf, pads = stream_conf(OP, x, interpret)
     y = _fwd_call(x.shape[-2], conf, interpret)(*_pad(x, h_pre, **pads))
     return _unpad_y(y, shape=tuple(x.shape))
 
@@ -139,7 +132,7 @@ def _unpad_grads(dx, dh, *, shape):
 
 def pre_backward(x, h_pre, g, interpret: bool):
     """(dx (..., n, C) in x's dtype, dh_pre (..., n) in h_pre's dtype)."""
-    conf, pads = _conf(x, interpret)
+    conf, pads = stream_conf(OP, x, interpret)
     dx, dh = _bwd_call(x.shape[-2], conf, interpret)(*_pad(x, h_pre, g, **pads))
     return _unpad_grads(dx, dh, shape=tuple(x.shape))
 
