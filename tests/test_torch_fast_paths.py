@@ -14,10 +14,13 @@ torch = pytest.importorskip("torch")
 
 import mhc_ref  # noqa: E402
 from mhc_backends.torch import _checks, set_check_finite  # noqa: E402
-from mhc_backends.torch.mhc_coeffs import Projection  # noqa: E402
+from mhc_backends.torch.mhc_coeffs import Projection, mhc_coeffs_unchecked  # noqa: E402
+from mhc_backends.torch.mhc_layer import PreProjection, maps_and_pre  # noqa: E402
 from mhc_backends.torch.mhc_post_res import mhc_post_res_unchecked  # noqa: E402
+from mhc_backends.torch.mhc_pre import mhc_pre_unchecked  # noqa: E402
 from mhc_backends.torch.sinkhorn import sinkhorn_tokens_last, to_tokens_last  # noqa: E402
 
+coeffs_module = sys.modules["mhc_backends.torch.mhc_coeffs"]  # the package exports a function of that name
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.workloads import peak_bytes  # noqa: E402
 
@@ -105,3 +108,83 @@ def test_projection_forward_makes_one_scaled_copy():
     x, w = torch.randn(256, 4, 64), torch.randn(4 * 64, 24)
     out = 256 * 24 * 4
     assert peak_bytes(lambda: Projection.apply(x, w, 1e-20)) <= x.nbytes + 4 * out + 64 * 1024
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1.0, 1e-6, 1e6])
+def test_unscaled_projection_is_bitwise_the_scaled_one(dtype, scale, monkeypatch):
+    """Where t's range allows, the projection reads x_bar itself instead of y = x_bar / t: the same bits forward
+    and backward (scaling by a power of two is exact), checked against the scaled path forced by monkeypatch."""
+    x = (f64(64, 4, 8, seed=11) * scale).to(dtype)
+    x[3] *= 1e3  # rows of different scales
+    w, g = f64(32, 24, seed=12).to(dtype), f64(64, 24, seed=13).to(dtype)
+
+    def run():
+        xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        m = Projection.apply(xr, wr, 1e-20)
+        return (m, *torch.autograd.grad(m, (xr, wr), g))
+
+    assert coeffs_module.unscaled_ok(_checks.rms_scale(x.flatten(-2), 1e-20))
+    fast = run()
+    monkeypatch.setattr(coeffs_module, "unscaled_ok", lambda t: False)
+    for a, b in zip(fast, run()):
+        assert torch.equal(a, b)
+
+
+def test_projection_forward_reads_x_without_a_copy():
+    x, w = torch.randn(256, 4, 64), torch.randn(4 * 64, 24)
+    out = 256 * 24 * 4
+    assert peak_bytes(lambda: Projection.apply(x, w, 1e-20)) <= 4 * out + 64 * 1024
+
+
+def test_pre_projection_backward_matches_finite_differences():
+    N, n, C = 3, 2, 4
+    x, w = f64(N, n, C, seed=14).requires_grad_(True), f64(n * C, n * n + 2 * n, seed=15).requires_grad_(True)
+    a, b = f64(1, seed=16)[0].requires_grad_(True), f64(n, seed=17).requires_grad_(True)
+
+    def f(x, w, a, b):
+        m, u, x_mix = PreProjection.apply(x, w, a, b, 1e-20, 0.1)
+        return m, u, x_mix * 1.0
+
+    assert torch.autograd.gradcheck(f, (x, w, a, b))
+
+
+@pytest.mark.parametrize("res_layout", ["row_major", "col_major"])
+def test_layer_node_matches_the_separate_ops(res_layout):
+    """maps_and_pre (one node for every read of x) against mhc_coeffs + mhc_pre + mhc_post_res, float64."""
+    N, n, C = 6, 4, 5
+    opts = dict(t_max=20, sinkhorn_eps=1e-6, pre_eps=0.05, post_scale=2.0, rms_eps=1e-20, res_layout=res_layout)
+    k = n * n + 2 * n
+    leaves = [f64(N, n, C, seed=18), f64(n * C, k, seed=19) * 0.3, f64(3, seed=20), f64(k, seed=21)]
+    w_sub, g = f64(C, C, seed=22), f64(N, n, C, seed=23)
+
+    def fused(x, phi, alpha, b):
+        u, h_post, h_res, x_mix = maps_and_pre(x, phi, alpha, b, **opts)
+        return mhc_post_res_unchecked(x_mix, torch.tanh(u @ w_sub), h_post, h_res, out_dtype=x.dtype)
+
+    def separate(x, phi, alpha, b):
+        h_pre, h_post, h_res = mhc_coeffs_unchecked(x, phi, alpha, b, **opts)
+        return mhc_post_res_unchecked(x, torch.tanh(mhc_pre_unchecked(x, h_pre) @ w_sub), h_post, h_res)
+
+    results = []
+    for fn in (fused, separate):
+        args = [t.clone().requires_grad_(True) for t in leaves]
+        y = fn(*args)
+        results.append((y, *torch.autograd.grad(y, args, g)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_layer_backward_keeps_one_x_gradient_buffer():
+    """The mixing's x-gradient is the buffer the projection and H_pre terms are added into: a layer step's peak is
+    the output, one x-gradient and the sublayer's (..., C) tensors, not three x-gradients."""
+    from mhc_backends.torch import MHC
+
+    N, n, C = 512, 4, 64
+    layer = MHC(torch.nn.Identity(), n=n, dim=C)
+    x, g = torch.randn(N, n, C).requires_grad_(True), torch.randn(N, n, C)
+    params = list(layer.parameters())
+    step = lambda: torch.autograd.grad(layer(x), [x, *params], g)  # noqa: E731
+    step()
+    small = 8 * N * C * 4 + 256 * 1024  # (N, C) tensors (u, f, du, df, ...) and the maps
+    assert peak_bytes(step) <= 2 * x.nbytes + small

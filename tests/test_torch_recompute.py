@@ -113,6 +113,8 @@ def test_recompute_with_bfloat16_activations():
     y0, g0 = grads(make("mhc", n, C, L, None, dtype=torch.bfloat16), h)
     y1, g1 = grads(make("mhc", n, C, L, 2, dtype=torch.bfloat16), h)
     assert torch.equal(y0, y1)
+    # the plain eager layer sums its x-gradient in one float32 buffer (mhc_layer.PreProjection), the recompute
+    # nodes per op: both are bfloat16 results of the same float64 gradient, compared at bfloat16 scale
     for a, b in zip(g1, g0):
         assert a.dtype == b.dtype
-        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(a.float(), b.float(), rtol=2e-2, atol=2e-2 * float(b.float().abs().max()))

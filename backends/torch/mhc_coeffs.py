@@ -58,28 +58,78 @@ def validate_options(op, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_
     _checks.check_choice("res_layout", res_layout, LAYOUTS, op)
 
 
-class Projection(torch.autograd.Function):
-    """m = (x_bar @ w) / r, r = sqrt(mean(x_bar^2) + rms_eps), with the analytic backward (two matmuls, one pass
-    over x_bar, as P Sec. 4.3.1 fuses Eqs. 14-15):
+# Exponent bound of the unscaled projection: with every row's scale t (a power of two >= max|x_bar| / 2) inside
+# [2^-E, 2^E], x_bar^2 neither overflows nor underflows and x_bar @ w (checked finite) equals t * (y @ w) exactly.
+UNSCALED_EXPONENT = {torch.float32: 40, torch.float64: 480}
+
+
+def unscaled_ok(t: torch.Tensor) -> bool:
+    """Whether x_bar can be used in place of y = x_bar / t, bit for bit (scaling by a power of two is exact within
+    the range). Decided on the host from t's range: free on the CPU; on other devices (a host sync per layer) and
+    while torch.compile traces (which fuses the scaling anyway) the always-safe scaled path runs."""
+    e = UNSCALED_EXPONENT.get(t.dtype)
+    if e is None or t.device.type != "cpu" or t.numel() == 0 or torch.compiler.is_compiling():
+        return False
+    lo, hi = torch.aminmax(t)
+    return 2.0 ** -e <= float(lo) and float(hi) <= 2.0 ** e
+
+
+def project(x_bar: torch.Tensor, w: torch.Tensor, rms_eps: float):
+    """(m, t, rho): m = (x_bar @ w) / r with r = t rho = sqrt(mean(x_bar^2) + rms_eps), x_bar (..., D), w (D, k).
+
+    t = 2^e >= max|x_bar| / 2 (`_checks.rms_scale`) makes y = x_bar / t exact and rho = sqrt(|y|^2 / D +
+    rms_eps / t^2) free of overflow (x of 1e20 in float32). Where t's range allows (`unscaled_ok`, the CPU), y is
+    never built: |x_bar| / t and (x_bar @ w) / t are |y| and y @ w bit for bit, and the forward reads x_bar three
+    times (amax/amin, norm, matmul) with no full-size temporary."""
+    D = x_bar.shape[-1]
+    t = _checks.rms_scale(x_bar, rms_eps)  # (..., 1)
+    if unscaled_ok(t):
+        p = torch.matmul(x_bar, w).div_(t)  # (..., k) = y @ w
+        if bool(torch.isfinite(p).all()):  # x_bar @ w may overflow where y @ w does not (w near the dtype's max)
+            norm = torch.linalg.vector_norm(x_bar, dim=-1, keepdim=True).div_(t)  # = |y|
+            rho = torch.sqrt(norm ** 2 / D + (math.sqrt(rms_eps) / t) ** 2)
+            return p.div_(rho), t, rho
+    y = x_bar / t  # (..., D), |y| <= 2
+    rho = torch.sqrt(torch.linalg.vector_norm(y, dim=-1, keepdim=True) ** 2 / D + (math.sqrt(rms_eps) / t) ** 2)
+    return torch.matmul(y, w) / rho, t, rho  # exactly (x_bar @ w) / r: t is a power of two
+
+
+def project_backward(x_bar, w, t, rho, m, g, need_x: bool, need_w: bool, out: torch.Tensor | None = None):
+    """(dx_bar, dw) of `project` for the cotangent g (N, k) of m, x_bar (N, D); dx_bar is a fresh (N, D) tensor, or
+    `out` with dx_bar added to it in place (a caller's other x-gradient: one buffer instead of two):
 
         dp = g / r,   dr = -sum_k(g_k m_k) / r,   dx_bar = dp @ w^T + dr x_bar / (D r),   dw = x_bar^T dp
 
-    r = t rho is computed scale-safely: t = 2^e >= max|x_bar| (`_checks.rms_scale`), y = x_bar / t (exact), rho =
-    sqrt(|y|^2 / D + rms_eps / t^2), so x_bar^2 never overflows (x of 1e20 in float32). Passes over x_bar: aminmax,
-    y, |y|, y @ w; the backward rebuilds y as its dx buffer: dx = y * (dr / (D rho)) + dp @ w^T (the dr term in y,
-    not x_bar, so that no factor underflows at large |x|), then one addmm in place. Saves x_bar, w, t, rho and m.
-    One backward only (`once_differentiable`): r and m are saved values, so a second differentiation through them
-    would be silently incomplete.
-    """
+    The dr term is y * c with c = dr / (D rho) (in y, not x_bar, so that no factor underflows at large |x|); where
+    c / t is exact (`unscaled_ok` and no underflow) it is x_bar * (c / t), the same bits in one pass. Then one addmm
+    in place. dw as (dp^T x_bar)^T: the same product, read in the layout the CPU GEMM streams fastest."""
+    D = x_bar.shape[-1]
+    r = t * rho
+    dp = g / r  # (N, k)
+    dx = dw = None
+    if need_x:
+        c = -torch.sum(g * m, dim=-1, keepdim=True) / (r * (D * rho))  # dr / (D rho), (N, 1)
+        scale = c / t
+        exact = unscaled_ok(t) and bool(((scale.abs() >= torch.finfo(scale.dtype).tiny) | (c == 0)).all())
+        if out is None:
+            dx = torch.mul(x_bar, scale) if exact else torch.div(x_bar, t).mul_(c)  # = (x_bar / t) * c
+        else:
+            dx = out.addcmul_(x_bar, scale) if exact else out.add_(torch.div(x_bar, t).mul_(c))
+        dx.addmm_(dp, w.t())  # y * c + dp @ w^T in the one buffer
+    if need_w:
+        dw = torch.matmul(dp.t(), x_bar).t().contiguous()  # (D, k)
+    return dx, dw
+
+
+class Projection(torch.autograd.Function):
+    """m = (x_bar @ w) / r, r = sqrt(mean(x_bar^2) + rms_eps) (`project`), with the analytic backward
+    (`project_backward`: two matmuls, P Sec. 4.3.1 fuses Eqs. 14-15). Saves x, w, t, rho and m. One backward only
+    (`once_differentiable`): r and m are saved values, so a second differentiation through them would be silently
+    incomplete."""
 
     @staticmethod
     def forward(ctx, x, w, rms_eps):
-        x_bar = x.flatten(-2)  # (..., n*C) stream-major; flattened here, so the graph holds no view of x
-        D = x_bar.shape[-1]
-        t = _checks.rms_scale(x_bar, rms_eps)  # (..., 1)
-        y = x_bar / t  # (..., D), |y| <= 1
-        rho = torch.sqrt(torch.linalg.vector_norm(y, dim=-1, keepdim=True) ** 2 / D + (math.sqrt(rms_eps) / t) ** 2)
-        m = torch.matmul(y, w) / rho  # (..., k) = (x_bar @ w) / r, exactly so: t is a power of two
+        m, t, rho = project(x.flatten(-2), w, rms_eps)  # x flattened here, so the graph holds no view of x
         ctx.save_for_backward(x, w, t, rho, m)
         return m
 
@@ -87,20 +137,10 @@ class Projection(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g):
         x, w, t, rho, m = ctx.saved_tensors
-        x_bar = x.flatten(-2)
-        D, k = x_bar.shape[-1], w.shape[-1]
-        r = t * rho
-        dp = g / r  # (..., k)
-        dx_bar = dw = None
-        if ctx.needs_input_grad[0]:
-            c = -torch.sum(g * m, dim=-1, keepdim=True) / (r * (D * rho))  # dr / (D rho), (..., 1)
-            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # x's shape: a fresh tensor, not a view
-            dx_bar = torch.div(x_bar, t, out=dx.view(x_bar.shape))
-            dx_bar.mul_(c).view(-1, D).addmm_(dp.reshape(-1, k), w.t())  # y * c + dp @ w^T, in y's buffer
-            dx_bar = dx
-        if ctx.needs_input_grad[1]:
-            dw = torch.matmul(x_bar.reshape(-1, D).t(), dp.reshape(-1, k))
-        return dx_bar, dw, None
+        D, k = x.shape[-2] * x.shape[-1], w.shape[-1]
+        dx, dw = project_backward(x.reshape(-1, D), w, t.reshape(-1, 1), rho.reshape(-1, 1), m.reshape(-1, k),
+                                  g.reshape(-1, k), *ctx.needs_input_grad[:2])
+        return None if dx is None else dx.view(x.shape), dw, None
 
 
 def projection(x: torch.Tensor, w: torch.Tensor, rms_eps: float) -> torch.Tensor:
@@ -115,16 +155,23 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
     alpha, b = alpha.to(cd), b.to(cd)
     m = projection(_checks.to_compute(x, "x (mhc_coeffs)"), phi.to(cd), rms_eps)  # (..., n^2 + 2n)
     h_pre = torch.sigmoid(alpha[0] * m[..., :n] + b[:n]) + pre_eps  # (..., n)
+    h_post, h_res = post_res_maps(m, alpha, b, tuple(x.shape[:-2]), n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
+                                  post_scale=post_scale, res_layout=res_layout)
+    out = x.dtype if maps_dtype is None else maps_dtype
+    return h_pre.to(out), h_post.to(out), h_res.to(out)
+
+
+def post_res_maps(m, alpha, b, lead, n, *, t_max, sinkhorn_eps, post_scale, res_layout):
+    """(H_post (..., n), H_res (..., n, n)) from the projection m (..., n^2 + 2n), Eqs. 18-19; alpha, b in m's
+    dtype, `lead` the leading dims of x, n streams."""
     h_post = post_scale * torch.sigmoid(alpha[1] * m[..., n:2 * n] + b[n:2 * n])  # (..., n)
-    N = math.prod(x.shape[:-2])
+    N = math.prod(lead)
     z = (alpha[2] * m[..., 2 * n:] + b[2 * n:]).reshape(N, n * n).t()  # (n*n, N) view: tokens last
     v = z.reshape(n, n, N)  # H[i, j] = v[i, j] (row_major: z[i*n + j]); still a view
     if res_layout == "col_major":
         v = v.transpose(0, 1)
     v = sinkhorn_tokens_last(v.contiguous(), t_max, sinkhorn_eps)  # (n, n, N) log H_res, tokens contiguous
-    h_res = from_tokens_last(torch.exp(v), tuple(x.shape[:-2]))  # (..., n, n), contiguous for the mixing bmm
-    out = x.dtype if maps_dtype is None else maps_dtype
-    return h_pre.to(out), h_post.to(out), h_res.to(out)
+    return h_post, from_tokens_last(torch.exp(v), lead)  # H_res (..., n, n), contiguous for the mixing bmm
 
 
 def mhc_coeffs(x: torch.Tensor, phi: torch.Tensor, alpha: torch.Tensor, b: torch.Tensor, *, t_max: int = 20,

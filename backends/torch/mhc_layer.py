@@ -11,15 +11,17 @@ in x's dtype.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch.autograd.function import once_differentiable
 
 from mhc_spec.table import load
 
 from . import _checks
 from .hc_coeffs import rms_normalize
-from .mhc_coeffs import mhc_coeffs_unchecked, validate, validate_options
+from .mhc_coeffs import post_res_maps, project, project_backward, validate, validate_options
 from .mhc_post_res import mhc_post_res_unchecked
-from .mhc_pre import mhc_pre_unchecked
 
 OP = "mhc_layer"
 PROBE_RMS_EPS = load().conformance["probe_rms_eps"]
@@ -43,13 +45,75 @@ def validate_layer(x, phi, alpha, b, sublayer, t_max, sinkhorn_eps, pre_eps, pos
         raise TypeError(f"{op}: sublayer must be a (C, C) tensor w_sub or a callable, got {type(sublayer).__name__}")
 
 
+class PreProjection(torch.autograd.Function):
+    """Everything a layer reads from x_l, in one node: the projection m of Eqs. 14-16; from its first n columns
+    H_pre = sigmoid(a m[:n] + b_pre) + pre_eps (Eq. 17) and u = H_pre x (Eq. 3); and x itself, passed through as
+    x_mix for the mixing H_res x of `mhc_post_res`. x (N, n, C) -> (m (N, n^2 + 2n), u (N, C), x_mix (N, n, C)); m's
+    other columns feed H_post and H_res outside, by autograd.
+
+    Why one node: as separate ops, the projection, H_pre x and the mixing each return a full-size x-gradient and
+    autograd adds them (three fresh (N, n, C) buffers, two adds). Here the mixing's x-gradient H_res^T g arrives as
+    the cotangent of x_mix, a fresh buffer that only this node holds, and the backward adds the other two terms into
+    it in place:
+
+        dH_pre = du x^T,   dz = dH_pre s (1 - s),   dm[:n] += a dz,   da = sum(dz m[:n]),   db_pre = sum_tokens dz
+        dx = H_res^T g  +  project_backward(dm)  +  H_pre^T du
+
+    One backward only, as `Projection`."""
+
+    @staticmethod
+    def forward(ctx, x, w, a, b_pre, rms_eps, pre_eps):
+        N, n, C = x.shape
+        m, t, rho = project(x.reshape(N, n * C), w, rms_eps)  # (N, k)
+        s = torch.sigmoid(a * m[:, :n] + b_pre)  # (N, n)
+        h_pre = s + pre_eps
+        u = torch.bmm(h_pre.unsqueeze(-2), x).squeeze(-2)  # (N, 1, n) @ (N, n, C)
+        ctx.save_for_backward(x, w, a, t, rho, m, s, h_pre)
+        return m, u, x.view_as(x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_m, du, g_mix):
+        x, w, a, t, rho, m, s, h_pre = ctx.saved_tensors
+        N, n, C = x.shape
+        need_x, need_w, need_a, need_b = ctx.needs_input_grad[:4]
+        dh_pre = torch.bmm(du.unsqueeze(-2), x.transpose(-1, -2)).squeeze(-2)  # (N, 1, C) @ (N, C, n): the fast form
+        dz = dh_pre * s * (1 - s)  # through the sigmoid
+        g = torch.cat([g_m[:, :n] + a * dz, g_m[:, n:]], dim=-1)  # the full cotangent of m
+        # the mixing's fresh x-gradient becomes dx (a copy only if it is not a plain dense buffer)
+        dx = g_mix if g_mix.is_contiguous() and g_mix.stride() != (0, 0, 0) else g_mix.contiguous()
+        dx_flat, dw = project_backward(x.reshape(N, n * C), w, t, rho, m, g, need_x, need_w,
+                                       out=dx.view(N, n * C) if need_x else None)
+        if need_x:
+            dx = dx_flat.view(N, n, C).addcmul_(h_pre.unsqueeze(-1), du.unsqueeze(-2))  # + H_pre^T du
+        da = torch.sum(dz * m[:, :n]) if need_a else None
+        db = dz.sum(0) if need_b else None
+        return dx if need_x else None, dw, da, db, None, None
+
+
+def maps_and_pre(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout):
+    """(u = H_pre x (..., C) in x's dtype, H_post (..., n), H_res (..., n, n), x_mix (N, n, C)), all but u in the
+    compute dtype: what a layer needs before its sublayer, with x read by one node (`PreProjection`); pass x_mix to
+    `mhc_post_res_unchecked` in place of x. No validation."""
+    lead, (n, C) = tuple(x.shape[:-2]), x.shape[-2:]
+    cd = _checks.compute_dtype(x.dtype)
+    alpha, b = alpha.to(cd), b.to(cd)
+    xc = _checks.to_compute(x, "x (mhc_layer)")
+    xc = xc if xc.dim() == 3 else xc.reshape(math.prod(lead), n, C)  # the modules' 3-D x enters without a view
+    m, u, x_mix = PreProjection.apply(xc, phi.to(cd), alpha[0], b[:n], rms_eps, pre_eps)
+    h_post, h_res = post_res_maps(m, alpha, b, lead, n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
+                                  post_scale=post_scale, res_layout=res_layout)
+    if x.dtype == torch.float16:
+        _checks.fits_float16(u, "mhc_pre: the sublayer input H_pre x")
+    return u.reshape(*lead, C).to(x.dtype), h_post.reshape(-1, n), h_res.reshape(-1, n, n), x_mix
+
+
 def mhc_layer_unchecked(x, phi, alpha, b, sublayer, **options):
-    h_pre, h_post, h_res = mhc_coeffs_unchecked(x, phi, alpha, b, maps_dtype=_checks.compute_dtype(x.dtype),
-                                                **options)
-    u = mhc_pre_unchecked(x, h_pre)  # (..., C)
+    u, h_post, h_res, x_mix = maps_and_pre(x, phi, alpha, b, **options)  # u (..., C)
     f_out = probe_sublayer(u, sublayer) if isinstance(sublayer, torch.Tensor) else sublayer(u)
     check_sublayer_output(f_out, u, OP)
-    return mhc_post_res_unchecked(x, f_out, h_post, h_res)  # (..., n, C)
+    y = mhc_post_res_unchecked(x_mix, f_out.reshape(x_mix.shape[0], x.shape[-1]), h_post, h_res, out_dtype=x.dtype)
+    return y.reshape(x.shape)  # (..., n, C)
 
 
 def check_sublayer_output(f_out, u: torch.Tensor, op: str) -> None:

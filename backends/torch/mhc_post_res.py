@@ -50,22 +50,25 @@ class AddOuter(torch.autograd.Function):
     def backward(ctx, g):
         h_post, f_out = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dh_post = torch.bmm(g, f_out.unsqueeze(-1)).squeeze(-1) if need[1] else None  # (N, n, C) @ (N, C, 1)
+        # (N, 1, C) @ (N, C, n): the row-vector form; (N, n, C) @ (N, C, 1) is the same product ~7x slower on CPU
+        dh_post = torch.bmm(f_out.unsqueeze(-2), g.transpose(-1, -2)).squeeze(-2) if need[1] else None
         df = torch.bmm(h_post.unsqueeze(-2), g).squeeze(-2) if need[2] else None  # (N, 1, n) @ (N, n, C)
         return g, dh_post, df
 
 
-def mhc_post_res_unchecked(x, f_out, h_post, h_res):
+def mhc_post_res_unchecked(x, f_out, h_post, h_res, out_dtype: torch.dtype | None = None):
+    """`out_dtype`: the result's dtype when it is not x's (a layer mixes the float32 copy of 16-bit x_l)."""
     cd = _checks.compute_dtype(x.dtype)
+    out_dtype = x.dtype if out_dtype is None else out_dtype
     N, (n, C) = math.prod(x.shape[:-2]), x.shape[-2:]
     xc = _checks.to_compute(x, "x (mhc_post_res)")
     xc = xc if xc.dim() == 3 else xc.reshape(N, n, C)  # a 3-D x (the modules') enters the bmm without a view
     y = torch.bmm(h_res.to(cd).reshape(N, n, n), xc)
     y = AddOuter.apply(y, h_post.to(cd).reshape(N, n), _checks.to_compute(f_out, "f_out").reshape(N, C))
     y = y.reshape(x.shape)
-    if x.dtype == torch.float16:
+    if out_dtype == torch.float16:
         _checks.fits_float16(y, "mhc_post_res: the mixed streams H_res x + H_post^T f_out")
-    return y.to(x.dtype)
+    return y.to(out_dtype)
 
 
 def mhc_post_res(x: torch.Tensor, f_out: torch.Tensor, h_post: torch.Tensor, h_res: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,7 @@ from .collapse_streams import collapse_streams_unchecked
 from .expand_streams import expand_streams
 from .hc_coeffs import hc_coeffs_unchecked
 from .mhc_coeffs import mhc_coeffs_unchecked, validate_options
+from .mhc_layer import maps_and_pre
 from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
@@ -322,6 +323,12 @@ class MHC(_Config, _KeepFp32, nn.Module):
         # the three ops read x through one (N, n, C) view: their x-gradients then reach one buffer as fresh tensors,
         # which autograd sums in place (a gradient that arrives as a view is summed out of place: +1 state copy)
         x3 = x.reshape(math.prod(lead), n, C)
+        if self.impl == "eager" and self.mode == "mhc":  # every read of x in one node (mhc_layer.PreProjection)
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                u, h_post, h_res, x_mix = maps_and_pre(x3, *self.params(), **self.options)
+            f_out = self.call_sublayer(u.reshape(*lead, C))  # (..., C)
+            y = mhc_post_res_unchecked(x_mix, f_out.reshape(x3.shape[0], C), h_post, h_res, out_dtype=x.dtype)
+            return y.reshape(x.shape)  # (..., n, C)
         h_pre, h_post, h_res = self.maps_from(x3, *self.params())
         f_out = self.call_sublayer(self.pre(x3, h_pre).reshape(*lead, C))  # (..., C)
         return self.post_res(x3, f_out.reshape(x3.shape[0], C), h_post, h_res).reshape(x.shape)  # (..., n, C)
