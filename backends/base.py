@@ -41,6 +41,13 @@ class Capabilities:
         if bad:
             raise ValueError(f"Capabilities: unknown dtypes {sorted(bad)}; spec dtypes {spec.conformance['dtypes']}")
 
+    @classmethod
+    def every_op(cls, devices: tuple[str, ...]) -> Capabilities:
+        """Every spec op in every conformance dtype, with the gradient of every differentiable op."""
+        spec = load()
+        return cls(ops=frozenset(spec.ops), dtypes=frozenset(spec.conformance["dtypes"]),
+                   grad_ops=frozenset(name for name, op in spec.ops.items() if op.differentiable), devices=devices)
+
 
 class Backend(ABC):
     """Base class of every backend. Subclasses set `name`, `capabilities` and implement the claimed ops."""

@@ -24,7 +24,8 @@ def loaded_modules(imports: str, tmp_path) -> list[str]:
 
 
 def test_reference_and_registry_import_no_framework(tmp_path):
-    mods = loaded_modules("import mhc_ref, mhc_spec.table, mhc_backends, mhc_backends._contract\n"
+    mods = loaded_modules("import mhc_ref, mhc_spec.table, mhc_backends\n"
+                          "import mhc_backends._contract, mhc_backends._config, mhc_backends._deepseek\n"
                           "found = mhc_backends.available_backends()\n"
                           "assert {'numpy', 'torch'} <= set(found), sorted(found)\n"
                           "mhc_backends.load_backend('numpy')", tmp_path)

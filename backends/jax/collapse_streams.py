@@ -16,7 +16,6 @@ from .mhc_coeffs import projection
 from .mhc_pre import mhc_pre_unchecked
 
 OP = "collapse_streams"
-MODES = _contract.COLLAPSE_MODES
 
 
 def validate(x, phi_head, alpha_head, b_head, mode, op: str = OP) -> int:

@@ -30,15 +30,13 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from mhc_spec.table import load
-
+from .. import _config
 from . import _checks
 from .mhc_coeffs import mhc_coeffs_unchecked, validate, validate_options
 from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
-SPEC = load()
-SCHEMES = ("default", "near_identity", "prenorm")
+SCHEMES = _config.INITS
 F_OUT = "mhc_f_out"
 remat_policy = jax.checkpoint_policies.save_only_these_names(F_OUT)
 
@@ -48,20 +46,12 @@ def default_recompute_every(n: int, L: int) -> int:
     return max(1, min(L, round(math.sqrt(n * L / (n + 2)))))
 
 
-def pre_bias(n: int) -> float:
-    """b_pre with sigmoid(b_pre) = 1/n; n = 1 has no finite solution, so a large logit (as mhc_ref.init)."""
-    return -math.log(n - 1) if n > 1 else 20.0
+pre_bias = _config.pre_bias
 
 
 def resolve_options(preset: str, overrides: dict, where: str) -> dict:
     """The mhc_coeffs options of `preset` with `overrides`, checked (Python values: static under jit)."""
-    if preset not in SPEC.presets:
-        raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
-    known = list(SPEC.op("mhc_coeffs").options)
-    unknown = set(overrides) - set(known)
-    if unknown:
-        raise TypeError(f"{where}: unknown options {sorted(unknown)}; options are {known}")
-    return validate_options(where, **SPEC.op_options("mhc_coeffs", preset, **overrides))
+    return validate_options(where, **_config.preset_options(preset, overrides, where))
 
 
 # -- parameters -------------------------------------------------------------------------------------------------

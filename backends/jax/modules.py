@@ -33,6 +33,7 @@ from flax import nnx
 
 from mhc_spec.table import load
 
+from .. import _config, _contract
 from . import _checks, functional
 from .collapse_streams import collapse_streams_unchecked
 from .expand_streams import expand_streams
@@ -41,10 +42,10 @@ from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
 SPEC = load()
-MODES = ("mhc", "hc", "fixed", "residual")
+MODES = _config.MODES
 IMPLS = ("jnp", "pallas")
-INITS = functional.SCHEMES
-COLLAPSE_MODES = ("sum", "head")
+INITS = _config.INITS
+COLLAPSE_MODES = _contract.COLLAPSE_MODES
 HC_NAMES = ("theta_pre", "theta_post", "theta_res", "alpha", "b_pre", "b_post", "b_res")
 
 
@@ -80,18 +81,7 @@ class MHC(nnx.Module):
                  alpha_init: float = 0.01, phi_std: float = 0.02, res_offdiag: float = 8.0,
                  param_dtype=jnp.float32, **options):
         where = "MHC"
-        if not callable(sublayer):
-            raise TypeError(f"{where}: sublayer must be an nnx.Module or callable (..., C) -> (..., C), "
-                            f"got {type(sublayer).__name__}")
-        _checks.check_int("n", n, where, 1)
-        _checks.check_choice("mode", mode, MODES, where)
-        _checks.check_choice("impl", impl, IMPLS, where)
-        _checks.check_choice("init", init, INITS, where)
-        _checks.check_int("layer_index", layer_index, where, 0)
-        if mode in ("mhc", "hc"):
-            if dim is None:
-                raise ValueError(f"{where}: mode={mode!r} needs dim = C (channels per stream), got None")
-            _checks.check_int("dim", dim, where, 1)
+        _config.check_layer(sublayer, n, dim, mode, impl, init, layer_index, impls=IMPLS, module="nnx.Module")
         self.sublayer = sublayer
         self.n, self.dim, self.preset, self.mode, self.impl = n, dim, preset, mode, impl
         self.init_scheme, self.layer_index = init, layer_index

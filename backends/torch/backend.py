@@ -17,8 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mhc_spec.table import load
-
 from ..base import Backend, Capabilities
 from . import _checks
 from .amax_gain import amax_gain
@@ -32,7 +30,6 @@ from .mhc_pre import mhc_pre
 from .mhc_stack import mhc_stack
 from .sinkhorn import sinkhorn
 
-SPEC = load()
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16,
                 "float16": torch.float16}
 
@@ -45,12 +42,7 @@ class TorchBackend(Backend):
     name = "torch"
     op_functions = {f.__name__: f for f in (sinkhorn, mhc_coeffs, mhc_pre, mhc_post_res, mhc_layer, mhc_stack,
                                             hc_coeffs, expand_streams, collapse_streams, amax_gain)}
-    capabilities = Capabilities(
-        ops=frozenset(SPEC.ops),
-        dtypes=frozenset(SPEC.conformance["dtypes"]),
-        grad_ops=frozenset(name for name, op in SPEC.ops.items() if op.differentiable),
-        devices=("cpu", "cuda"),
-    )
+    capabilities = Capabilities.every_op(devices=("cpu", "cuda"))
 
     def __init__(self, device: str | torch.device | None = None):
         self._device = torch.device(device if device is not None else default_device())
