@@ -144,17 +144,6 @@ def liger_module(n: int, C: int, branch, dtype):
     return LigerMHC(branch, hc=n, c=C, tmax=20, allow_fp32=dtype == torch.float32)
 
 
-def liger_ops():
-    """(liger_mhc_coeffs, liger_mhc_pre, liger_mhc_post_res) or NotImplementedError."""
-    import torch
-
-    if importlib.util.find_spec("liger_kernel") is None or not torch.cuda.is_available():
-        raise NotImplementedError("liger-kernel mHC ops need liger-kernel and CUDA")
-    from liger_kernel.ops.mhc import liger_mhc_coeffs, liger_mhc_post_res, liger_mhc_pre
-
-    return liger_mhc_coeffs, liger_mhc_pre, liger_mhc_post_res
-
-
 def peer_versions() -> dict[str, str | None]:
     return {"hyper-connections": installed_version("hyper-connections"),
             "liger-kernel": installed_version("liger-kernel")}

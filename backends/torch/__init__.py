@@ -21,9 +21,13 @@ layer, so the modules leave NaN to propagate as torch's own modules do (`set_che
 
 Speed by design (eager, no flags): Sinkhorn runs with the tokens as the last, contiguous axis, one `log_softmax` per
 normalisation (the precision rule's `(u - m) - log sum exp(u - m)`), saving ~sqrt(2 t_max) checkpoints instead of
-every state; the projection makes one scaled copy of x and builds its dx in it; `mhc_post_res` is the mixing bmm plus
-an in-place `AddOuter` (no full-size temporary; bmm's backward); the modules fold x to (N, n, C) once, so the three
-ops' x-gradients are summed in place. The bytes-moved model of benchmarks/common.py is the yardstick.
+every state; on the CPU the projection reads x itself (no scaled copy) wherever the per-token power-of-two scale
+keeps that bitwise equal to the scaled form; `mhc_post_res` is the mixing bmm plus an in-place `AddOuter` (no
+full-size temporary). A layer (the `MHC` module, `mhc_layer`) reads x_l in one autograd node (`mhc_layer.PreProjection`:
+projection, H_pre x, and x passed on to the mixing), whose backward adds the projection's and H_pre's x-gradient terms
+in place into the mixing's fresh x-gradient: a training step of a layer allocates two (N, n, C) tensors, its output
+and its x-gradient (three gradients and two adds before). The bytes-moved model of benchmarks/common.py is the
+yardstick.
 """
 
 from __future__ import annotations
