@@ -10,6 +10,8 @@ they raise where a shape is wrong in a way the plain "must have shape" message w
 
 from __future__ import annotations
 
+import math
+
 Shapes = dict[str, tuple[tuple[int, ...], str]]
 
 
@@ -47,6 +49,23 @@ def check_all(check_like_x, x, arrays: dict, shapes: Shapes, op: str) -> None:
         if name in shapes:
             expected, why = shapes[name]
             check_like_x(name, a, x, expected, op, why)
+
+
+def embedding_dim(name: str, h, op: str) -> int:
+    """C of h (..., C), an array of >= 1 dim, with C >= 1 (expand_streams)."""
+    if h.shape[-1] < 1:
+        raise ValueError(f"{op}: {name} must be (..., C) with C >= 1, got shape {tuple(h.shape)}")
+    return h.shape[-1]
+
+
+def check_gain_maps(name: str, h_res, op: str) -> None:
+    """amax_gain's h_res (L, ..., n, n), an array of >= 3 dims: square maps, and not empty (the gains are means over
+    tokens: undefined for none)."""
+    if h_res.shape[-1] != h_res.shape[-2]:
+        raise ValueError(f"{op}: {name} must be (L, ..., n, n) with square maps, got shape {tuple(h_res.shape)}")
+    if math.prod(h_res.shape) == 0:
+        raise ValueError(f"{op}: {name} must hold at least one layer, one token and n >= 1, got shape "
+                         f"{tuple(h_res.shape)}")
 
 
 def _for_x(x) -> str:

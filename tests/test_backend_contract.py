@@ -50,6 +50,9 @@ BAD = [
     ("post_res-h_res", "mhc_post_res", [X, r(2, C), r(2, n), r(2, n, n + 1)], {}, ["h_res", f"(2, {n}, {n})"]),
     ("sinkhorn-square", "sinkhorn", [r(2, n, n + 1)], dict(t_max=5, eps=0.0), ["logits", "square"]),
     ("x-empty-streams", "mhc_pre", [r(2, 0, C), r(2, 0)], {}, ["x", "n >= 1"]),
+    ("expand-C0", "expand_streams", [r(2, 0)], dict(n=n), ["h", "C >= 1", "(2, 0)"]),
+    ("gain-square", "amax_gain", [r(L, 2, n, n + 1)], {}, ["h_res", "square", f"({L}, 2, {n}, {n + 1})"]),
+    ("gain-empty", "amax_gain", [r(L, 0, n, n)], {}, ["h_res", "one token", f"({L}, 0, {n}, {n})"]),
 ]
 
 

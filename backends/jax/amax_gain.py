@@ -1,10 +1,6 @@
-"""Amax gain magnitude of the residual maps, P Sec. 3.1 (Figs. 3 and 7); a diagnostic, not differentiated.
-
-For a matrix M (rows = output streams): forward gain max_i |sum_j M_ij|, backward gain max_j |sum_i M_ij|, and the
-min column sum min_j sum_i M_ij, per layer l of H_res^l. Composites (P Figs. 3b, 7b): the forward gain of the prefix
-P_l = H_res^l ... H_res^0 (input -> layer l), the backward gain and min column sum of the suffix
-Q_l = H_res^{L-1} ... H_res^l (layer l -> output). Each is averaged over tokens. Computed in float64 (the call
-enters the scoped x64 switch); inside a trace that was started without x64, in float32.
+"""Amax gain magnitude of the residual maps, P Sec. 3.1 (Figs. 3 and 7), in jnp: a diagnostic, not differentiated.
+The six gains (per layer, and of the prefix / suffix products) are defined in spec/mhc.md, "amax_gain". Computed in
+float64 (the call enters the scoped x64 switch); inside a trace that was started without x64, in float32.
 """
 
 from __future__ import annotations
@@ -12,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .. import _contract
 from . import _checks
 
 OP = "amax_gain"
@@ -44,10 +41,6 @@ def amax_gain_unchecked(h_res):
 def amax_gain(h_res) -> dict:
     """h_res (L, ..., n, n), layer axis first -> dict of six (L,) float64 arrays."""
     _checks.check_array("h_res", h_res, OP, ndim_min=3)
-    if h_res.shape[-1] != h_res.shape[-2]:
-        raise ValueError(f"{OP}: h_res must be (L, ..., n, n) with square maps, got shape {tuple(h_res.shape)}")
-    if h_res.size == 0:  # the gains are means over tokens: undefined for none
-        raise ValueError(f"{OP}: h_res must hold at least one layer, one token and n >= 1, got shape "
-                         f"{tuple(h_res.shape)}")
+    _contract.check_gain_maps("h_res", h_res, OP)
     with _checks.x64_scope(h_res, force=_checks.is_concrete(h_res)):
         return amax_gain_unchecked(h_res)

@@ -7,6 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from .. import _contract
 from . import _checks
 
 OP = "expand_streams"
@@ -20,8 +21,7 @@ def expand_streams_unchecked(h, *, n: int):
 def expand_streams(h, *, n: int = 4):
     """x[..., k, :] = h for k = 0..n-1 (jax arrays are immutable: the copies cannot alias)."""
     _checks.check_array("h", h, OP)
-    if h.shape[-1] < 1:
-        raise ValueError(f"{OP}: h must be (..., C) with C >= 1, got shape {tuple(h.shape)}")
+    _contract.embedding_dim("h", h, OP)
     n = _checks.check_int("n", n, OP, 1)
     with _checks.x64_scope(h):
         return expand_streams_unchecked(h, n=n)

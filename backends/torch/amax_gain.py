@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _contract
 from . import _checks
 
 OP = "amax_gain"
@@ -27,11 +28,7 @@ def _gains(M: torch.Tensor):
 def amax_gain(h_res: torch.Tensor) -> dict[str, torch.Tensor]:
     """h_res (L, ..., n, n), layer axis first -> dict of six (L,) float64 tensors."""
     _checks.check_tensor("h_res", h_res, OP, ndim_min=3)
-    if h_res.shape[-1] != h_res.shape[-2]:
-        raise ValueError(f"{OP}: h_res must be (L, ..., n, n) with square maps, got shape {tuple(h_res.shape)}")
-    if h_res.numel() == 0:  # the gains are means over tokens: undefined for none
-        raise ValueError(f"{OP}: h_res must hold at least one layer, one token and n >= 1, got shape "
-                         f"{tuple(h_res.shape)}")
+    _contract.check_gain_maps("h_res", h_res, OP)
     h = h_res.to(torch.float64 if h_res.device.type != "mps" else torch.float32)
     L = h.shape[0]
     per = {k: [None] * L for k in KEYS}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _contract
 from . import _checks
 
 OP = "expand_streams"
@@ -16,8 +17,7 @@ OP = "expand_streams"
 def expand_streams(h: torch.Tensor, *, n: int = 4) -> torch.Tensor:
     """x[..., k, :] = h for k = 0..n-1."""
     _checks.check_tensor("h", h, OP)
-    if h.shape[-1] < 1:
-        raise ValueError(f"{OP}: h must be (..., C) with C >= 1, got shape {tuple(h.shape)}")
+    _contract.embedding_dim("h", h, OP)
     _checks.check_int("n", n, OP, 1)
     # clone, not .contiguous(): at n = 1 the expanded view is already contiguous and would alias h
     return h.unsqueeze(-2).expand(*h.shape[:-1], n, h.shape[-1]).clone(memory_format=torch.contiguous_format)
