@@ -22,6 +22,11 @@ def pre_bias(n: int) -> float:
     return -math.log(n - 1) if n > 1 else 20.0
 
 
+def default_recompute_every(n: int, L: int) -> int:
+    """L_r* = round(sqrt(n L / (n + 2))), P Eq. 20, clipped to [1, L]: the layers per recompute block."""
+    return max(1, min(L, round(math.sqrt(n * L / (n + 2)))))
+
+
 def preset_options(preset: str, overrides: dict, where: str) -> dict:
     """The mhc_coeffs options of `preset` with `overrides` (a ValueError for an unknown preset, a TypeError for an
     unknown option name); the values are not checked here."""

@@ -24,8 +24,6 @@ F runs in x's dtype, as the ops do. float64 needs x64 on (`with jax.enable_x64(T
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
@@ -41,11 +39,7 @@ F_OUT = "mhc_f_out"
 remat_policy = jax.checkpoint_policies.save_only_these_names(F_OUT)
 
 
-def default_recompute_every(n: int, L: int) -> int:
-    """L_r* = round(sqrt(n L / (n + 2))), P Eq. 20, clipped to [1, L]."""
-    return max(1, min(L, round(math.sqrt(n * L / (n + 2)))))
-
-
+default_recompute_every = _config.default_recompute_every
 pre_bias = _config.pre_bias
 
 
