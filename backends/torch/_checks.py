@@ -234,9 +234,16 @@ def rms(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.
     return y, t, torch.sqrt(torch.mean(y * y, dim=-1, keepdim=True) + (math.sqrt(eps) / t) ** 2)
 
 
-def rms_scale(x: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_scale(x: torch.Tensor, eps: float, scan: tuple[str, str] | None = None) -> torch.Tensor:
     """t of `rms`: the power of two in (s/2, s], s = max(max|x|, sqrt eps) per row, (..., 1), no gradient. amax and
-    amin (vectorised row reductions; `aminmax` along a dim is ~70x slower on CPU), no full-size |x| temporary."""
+    amin (vectorised row reductions; `aminmax` along a dim is ~70x slower on CPU), no full-size |x| temporary.
+
+    `scan` = (name, op): the per-row extremes double as a module's NaN/Inf scan of x (`check_finite` with hot=True;
+    a NaN propagates into both, an Inf is one of them), so that scan costs no pass of its own."""
     x = x.detach()
-    s = torch.clamp(torch.maximum(x.amax(dim=-1, keepdim=True), -x.amin(dim=-1, keepdim=True)), min=math.sqrt(eps))
+    hi, lo = x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True)
+    if scan is not None and check_finite_enabled(x, hot=True) and x.numel() and x.device.type != "meta" \
+            and not bool(torch.isfinite(hi).all() & torch.isfinite(lo).all()):
+        check_finite(scan[0], x, scan[1], hot=True)  # counts the entries and raises
+    s = torch.clamp(torch.maximum(hi, -lo), min=math.sqrt(eps))
     return torch.ldexp(torch.ones_like(s), torch.frexp(s).exponent - 1)  # s = f 2^e, f in [1/2, 1); 1/2 at s = 0

@@ -74,15 +74,15 @@ def unscaled_ok(t: torch.Tensor) -> bool:
     return 2.0 ** -e <= float(lo) and float(hi) <= 2.0 ** e
 
 
-def project(x_bar: torch.Tensor, w: torch.Tensor, rms_eps: float):
+def project(x_bar: torch.Tensor, w: torch.Tensor, rms_eps: float, scan: tuple[str, str] | None = None):
     """(m, t, rho): m = (x_bar @ w) / r with r = t rho = sqrt(mean(x_bar^2) + rms_eps), x_bar (..., D), w (D, k).
 
     t = 2^e >= max|x_bar| / 2 (`_checks.rms_scale`) makes y = x_bar / t exact and rho = sqrt(|y|^2 / D +
     rms_eps / t^2) free of overflow (x of 1e20 in float32). Where t's range allows (`unscaled_ok`, the CPU), y is
     never built: |x_bar| / t and (x_bar @ w) / t are |y| and y @ w bit for bit, and the forward reads x_bar three
-    times (amax/amin, norm, matmul) with no full-size temporary."""
+    times (amax/amin, norm, matmul) with no full-size temporary. `scan`: see `_checks.rms_scale`."""
     D = x_bar.shape[-1]
-    t = _checks.rms_scale(x_bar, rms_eps)  # (..., 1)
+    t = _checks.rms_scale(x_bar, rms_eps, scan)  # (..., 1)
     if unscaled_ok(t):
         p = torch.matmul(x_bar, w).div_(t)  # (..., k) = y @ w
         if bool(torch.isfinite(p).all()):  # x_bar @ w may overflow where y @ w does not (w near the dtype's max)

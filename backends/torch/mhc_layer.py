@@ -62,9 +62,9 @@ class PreProjection(torch.autograd.Function):
     One backward only, as `Projection`."""
 
     @staticmethod
-    def forward(ctx, x, w, a, b_pre, rms_eps, pre_eps):
+    def forward(ctx, x, w, a, b_pre, rms_eps, pre_eps, scan=None):
         N, n, C = x.shape
-        m, t, rho = project(x.reshape(N, n * C), w, rms_eps)  # (N, k)
+        m, t, rho = project(x.reshape(N, n * C), w, rms_eps, scan)  # (N, k); scan: the module's NaN/Inf check
         s = torch.sigmoid(a * m[:, :n] + b_pre)  # (N, n)
         h_pre = s + pre_eps
         u = torch.bmm(h_pre.unsqueeze(-2), x).squeeze(-2)  # (N, 1, n) @ (N, n, C)
@@ -88,19 +88,20 @@ class PreProjection(torch.autograd.Function):
             dx = dx_flat.view(N, n, C).addcmul_(h_pre.unsqueeze(-1), du.unsqueeze(-2))  # + H_pre^T du
         da = torch.sum(dz * m[:, :n]) if need_a else None
         db = dz.sum(0) if need_b else None
-        return dx if need_x else None, dw, da, db, None, None
+        return dx if need_x else None, dw, da, db, None, None, None
 
 
-def maps_and_pre(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout):
+def maps_and_pre(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout, scan=None):
     """(u = H_pre x (..., C) in x's dtype, H_post (..., n), H_res (..., n, n), x_mix (N, n, C)), all but u in the
     compute dtype: what a layer needs before its sublayer, with x read by one node (`PreProjection`); pass x_mix to
-    `mhc_post_res_unchecked` in place of x. No validation."""
+    `mhc_post_res_unchecked` in place of x. No validation; `scan` = (name, op) makes the projection's row extremes
+    the NaN/Inf scan of x (`_checks.rms_scale`)."""
     lead, (n, C) = tuple(x.shape[:-2]), x.shape[-2:]
     cd = _checks.compute_dtype(x.dtype)
     alpha, b = alpha.to(cd), b.to(cd)
     xc = _checks.to_compute(x, "x (mhc_layer)")
     xc = xc if xc.dim() == 3 else xc.reshape(math.prod(lead), n, C)  # the modules' 3-D x enters without a view
-    m, u, x_mix = PreProjection.apply(xc, phi.to(cd), alpha[0], b[:n], rms_eps, pre_eps)
+    m, u, x_mix = PreProjection.apply(xc, phi.to(cd), alpha[0], b[:n], rms_eps, pre_eps, scan)
     h_post, h_res = post_res_maps(m, alpha, b, lead, n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
                                   post_scale=post_scale, res_layout=res_layout)
     if x.dtype == torch.float16:

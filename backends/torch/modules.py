@@ -92,8 +92,9 @@ def _resolve_options(preset: str, overrides: dict, where: str) -> dict:
     return opts
 
 
-def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: str) -> None:
-    """x (..., n, C) on the parameters' device with a dtype they can serve (cheap; no host sync but the scan)."""
+def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: str, scan: bool = True) -> None:
+    """x (..., n, C) on the parameters' device with a dtype they can serve (cheap; no host sync but the scan, which
+    `scan=False` leaves to the caller)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: x must be a torch.Tensor of shape (..., n={n}, C), got {type(x).__name__}")
     if x.dim() < 2 or x.shape[-2] != n or (dim is not None and x.shape[-1] != dim):
@@ -107,7 +108,8 @@ def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: st
         if ref.dtype not in allowed:
             raise TypeError(f"{where}: x has dtype {x.dtype} but the parameters are {ref.dtype}; use "
                             f"{' or '.join(map(str, allowed))} parameters (e.g. module.float() or module.double())")
-    _checks.check_finite("x", x, where, hot=True)
+    if scan:
+        _checks.check_finite("x", x, where, hot=True)
 
 
 def _check_params(module: nn.Module, where: str) -> None:
@@ -306,7 +308,8 @@ class MHC(_Config, _KeepFp32, nn.Module):
     # -- forward --------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x_l (..., n, C) -> x_{l+1} (..., n, C)."""
-        _check_state(x, self.n, self.dim, self._ref_param(), "MHC")
+        fused = self.impl == "eager" and self.mode == "mhc"  # every read of x in one node (mhc_layer.PreProjection)
+        _check_state(x, self.n, self.dim, self._ref_param(), "MHC", scan=not fused)  # fused: scanned by the projection
         if self.mode == "residual":  # stream 0 carries the residual state, the others are 0
             x0 = x[..., 0, :]  # (..., C)
             y0 = x0 + self.call_sublayer(x0)
@@ -323,9 +326,9 @@ class MHC(_Config, _KeepFp32, nn.Module):
         # the three ops read x through one (N, n, C) view: their x-gradients then reach one buffer as fresh tensors,
         # which autograd sums in place (a gradient that arrives as a view is summed out of place: +1 state copy)
         x3 = x.reshape(math.prod(lead), n, C)
-        if self.impl == "eager" and self.mode == "mhc":  # every read of x in one node (mhc_layer.PreProjection)
+        if fused:
             with torch.autocast(device_type=x.device.type, enabled=False):
-                u, h_post, h_res, x_mix = maps_and_pre(x3, *self.params(), **self.options)
+                u, h_post, h_res, x_mix = maps_and_pre(x3, *self.params(), **self.options, scan=("x", "MHC"))
             f_out = self.call_sublayer(u.reshape(*lead, C))  # (..., C)
             y = mhc_post_res_unchecked(x_mix, f_out.reshape(x3.shape[0], C), h_post, h_res, out_dtype=x.dtype)
             return y.reshape(x.shape)  # (..., n, C)
