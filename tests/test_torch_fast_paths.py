@@ -139,14 +139,63 @@ def test_projection_forward_reads_x_without_a_copy():
 
 def test_pre_projection_backward_matches_finite_differences():
     N, n, C = 3, 2, 4
-    x, w = f64(N, n, C, seed=14).requires_grad_(True), f64(n * C, n * n + 2 * n, seed=15).requires_grad_(True)
-    a, b = f64(1, seed=16)[0].requires_grad_(True), f64(n, seed=17).requires_grad_(True)
+    k = n * n + 2 * n
+    x, w = f64(N, n, C, seed=14).requires_grad_(True), f64(n * C, k, seed=15).requires_grad_(True)
+    alpha, b = f64(3, seed=16).requires_grad_(True), f64(k, seed=17).requires_grad_(True)
 
-    def f(x, w, a, b):
-        m, u, x_mix = PreProjection.apply(x, w, a, b, 1e-20, 0.1)
-        return m, u, x_mix * 1.0
+    def f(x, w, alpha, b):
+        z_post, z_res, u, x_mix = PreProjection.apply(x, w, alpha, b, 1e-20, 0.1)
+        return z_post, z_res, u, x_mix * 1.0
 
-    assert torch.autograd.gradcheck(f, (x, w, a, b))
+    assert torch.autograd.gradcheck(f, (x, w, alpha, b))
+
+
+def test_pre_projection_never_writes_to_its_cotangents():
+    """torch.distributed.pipelining's zero-bubble schedules keep the cotangents a node received and replay its
+    backward for the weights: the replay must see them unchanged and give the same gradients."""
+    N, n, C = 5, 4, 3
+    k = n * n + 2 * n
+    args = [f64(N, n, C, seed=24), f64(n * C, k, seed=25), f64(3, seed=26), f64(k, seed=27)]
+    args = [a.requires_grad_(True) for a in args]
+    outs = PreProjection.apply(*args, 1e-20, 0.0)
+    cots = [f64(*o.shape, seed=28 + i) for i, o in enumerate(outs)]
+    kept = [c.clone() for c in cots]
+    first = torch.autograd.grad(outs, args, cots, retain_graph=True)
+    assert all(torch.equal(c, c0) for c, c0 in zip(cots, kept))
+    second = torch.autograd.grad(outs, args, cots)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_layer_trains_under_a_zero_bubble_weight_pass():
+    """The B/W split of torch.distributed.pipelining (stage_backward_input, then stage_backward_weight) on two eager
+    layers gives the gradients of one plain backward."""
+    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+    from mhc_backends.torch.mhc_layer import mhc_layer_unchecked
+
+    n, C = 4, 6
+    k = n * n + 2 * n
+    opts = dict(t_max=20, sinkhorn_eps=0.0, pre_eps=0.0, post_scale=2.0, rms_eps=1e-20, res_layout="row_major")
+    params = [[f64(n * C, k, seed=30 + 4 * i) * 0.2, f64(3, seed=31 + 4 * i), f64(k, seed=32 + 4 * i),
+               f64(C, C, seed=33 + 4 * i)] for i in range(2)]
+    x0, g = f64(2, 3, n, C, seed=40), f64(2, 3, n, C, seed=41)
+    grads = []
+    for split in (False, True):
+        ps = [[torch.nn.Parameter(p.clone()) for p in layer] for layer in params]
+        x = x0.clone().requires_grad_(True)
+        y = x
+        for layer in ps:
+            y = mhc_layer_unchecked(y, *layer, **opts)
+        y = y.clone()  # a stage output is not a view (the pipeline's stages clone theirs)
+        flat = [p for layer in ps for p in layer]
+        if split:
+            (dx,), groups = stage_backward_input([y], [g], [x], iter(flat))
+            stage_backward_weight(iter(flat), groups)
+            grads.append([dx] + [p.grad for p in flat])
+        else:
+            grads.append(list(torch.autograd.grad(y, [x] + flat, g)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("res_layout", ["row_major", "col_major"])

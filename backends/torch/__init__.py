@@ -23,10 +23,11 @@ Speed by design (eager, no flags): Sinkhorn runs with the tokens as the last, co
 normalisation (the precision rule's `(u - m) - log sum exp(u - m)`), saving ~sqrt(2 t_max) checkpoints instead of
 every state; on the CPU the projection reads x itself (no scaled copy) wherever the per-token power-of-two scale
 keeps that bitwise equal to the scaled form; `mhc_post_res` is the mixing bmm plus an in-place `AddOuter` (no
-full-size temporary). A layer (the `MHC` module, `mhc_layer`) reads x_l in one autograd node (`mhc_layer.PreProjection`:
-projection, H_pre x, and x passed on to the mixing), whose backward adds the projection's and H_pre's x-gradient terms
-in place into the mixing's fresh x-gradient: a training step of a layer allocates two (N, n, C) tensors, its output
-and its x-gradient (three gradients and two adds before). The bytes-moved model of benchmarks/common.py is the
+full-size temporary). A layer (the `MHC` module, `mhc_layer`) reads x_l and its map parameters in one autograd
+node (`mhc_layer.PreProjection`: projection, map logits, H_pre x, and x passed on to the mixing), whose backward
+builds the x-gradient in one buffer (the mixing's H_res^T g plus H_pre^T du in one addcmul, then the projection's
+terms in place) instead of three gradients and two adds; it never writes to a cotangent it receives, so the
+zero-bubble pipeline schedules can replay it for the weights. The bytes-moved model of benchmarks/common.py is the
 yardstick.
 """
 

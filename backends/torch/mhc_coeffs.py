@@ -164,10 +164,17 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
 def post_res_maps(m, alpha, b, lead, n, *, t_max, sinkhorn_eps, post_scale, res_layout):
     """(H_post (..., n), H_res (..., n, n)) from the projection m (..., n^2 + 2n), Eqs. 18-19; alpha, b in m's
     dtype, `lead` the leading dims of x, n streams."""
-    h_post = post_scale * torch.sigmoid(alpha[1] * m[..., n:2 * n] + b[n:2 * n])  # (..., n)
+    z_post = alpha[1] * m[..., n:2 * n] + b[n:2 * n]  # (..., n)
+    z_res = alpha[2] * m[..., 2 * n:] + b[2 * n:]  # (..., n^2)
+    return maps_from_logits(z_post, z_res, lead, n, t_max=t_max, sinkhorn_eps=sinkhorn_eps, post_scale=post_scale,
+                            res_layout=res_layout)
+
+
+def maps_from_logits(z_post, z_res, lead, n, *, t_max, sinkhorn_eps, post_scale, res_layout):
+    """(H_post (..., n), H_res (..., n, n)) from the scaled, biased logits z_post (..., n) and z_res (..., n^2)."""
+    h_post = post_scale * torch.sigmoid(z_post)
     N = math.prod(lead)
-    z = (alpha[2] * m[..., 2 * n:] + b[2 * n:]).reshape(N, n * n).t()  # (n*n, N) view: tokens last
-    v = z.reshape(n, n, N)  # H[i, j] = v[i, j] (row_major: z[i*n + j]); still a view
+    v = z_res.reshape(N, n * n).t().reshape(n, n, N)  # (n, n, N) view, tokens last: v[i, j] = z_res[i*n + j]
     if res_layout == "col_major":
         v = v.transpose(0, 1)
     v = sinkhorn_tokens_last(v.contiguous(), t_max, sinkhorn_eps)  # (n, n, N) log H_res, tokens contiguous

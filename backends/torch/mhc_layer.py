@@ -20,7 +20,7 @@ from mhc_spec.table import load
 
 from . import _checks
 from .hc_coeffs import rms_normalize
-from .mhc_coeffs import post_res_maps, project, project_backward, validate, validate_options
+from .mhc_coeffs import maps_from_logits, project, project_backward, validate, validate_options
 from .mhc_post_res import mhc_post_res_unchecked
 
 OP = "mhc_layer"
@@ -46,67 +46,73 @@ def validate_layer(x, phi, alpha, b, sublayer, t_max, sinkhorn_eps, pre_eps, pos
 
 
 class PreProjection(torch.autograd.Function):
-    """Everything a layer reads from x_l, in one node: the projection m of Eqs. 14-16; from its first n columns
-    H_pre = sigmoid(a m[:n] + b_pre) + pre_eps (Eq. 17) and u = H_pre x (Eq. 3); and x itself, passed through as
-    x_mix for the mixing H_res x of `mhc_post_res`. x (N, n, C) -> (m (N, n^2 + 2n), u (N, C), x_mix (N, n, C)); m's
-    other columns feed H_post and H_res outside, by autograd.
+    """Everything a layer computes from x_l and its map parameters before the sublayer, in one node: the projection
+    m of Eqs. 14-16, the scaled and biased logits z = alpha[k] m_k + b_k of Eqs. 17-19, H_pre = sigmoid(z_pre) +
+    pre_eps and u = H_pre x (Eq. 3), and x itself, passed through as x_mix for the mixing H_res x of
+    `mhc_post_res`: x (N, n, C) -> (z_post (N, n), z_res (N, n^2), u (N, C), x_mix (N, n, C)). H_post and H_res
+    (sigmoid, Sinkhorn) follow outside, by autograd.
 
     Why one node: as separate ops, the projection, H_pre x and the mixing each return a full-size x-gradient and
     autograd adds them (three fresh (N, n, C) buffers, two adds). Here the mixing's x-gradient H_res^T g arrives as
-    the cotangent of x_mix, a fresh buffer that only this node holds, and the backward adds the other two terms into
-    it in place:
+    the cotangent of x_mix and the backward builds dx in one buffer:
 
-        dH_pre = du x^T,   dz = dH_pre s (1 - s),   dm[:n] += a dz,   da = sum(dz m[:n]),   db_pre = sum_tokens dz
-        dx = H_res^T g  +  project_backward(dm)  +  H_pre^T du
+        dz_pre = (du x^T) s (1 - s),   dm = [alpha_0 dz_pre | alpha_1 dz_post | alpha_2 dz_res]
+        dalpha_k = sum(dz_k m_k),      db = sum_tokens [dz_pre | dz_post | dz_res]
+        dx = (H_res^T g + H_pre^T du)  +  project_backward(dm)      (one addcmul into a fresh buffer, then in place)
 
-    One backward only, as `Projection`."""
+    The node never writes to a cotangent it receives: they may be held elsewhere (torch.distributed.pipelining's
+    zero-bubble schedules capture them and replay this backward for the weights). Every map parameter enters here
+    only, so phi, alpha and b share this one node as their path to x (the weight-pass grouping of those schedules
+    needs that). One backward only, as `Projection`."""
 
     @staticmethod
-    def forward(ctx, x, w, a, b_pre, rms_eps, pre_eps, scan=None):
+    def forward(ctx, x, w, alpha, b, rms_eps, pre_eps, scan=None):
         N, n, C = x.shape
         m, t, rho = project(x.reshape(N, n * C), w, rms_eps, scan)  # (N, k); scan: the module's NaN/Inf check
-        s = torch.sigmoid(a * m[:, :n] + b_pre)  # (N, n)
+        s = torch.sigmoid(alpha[0] * m[:, :n] + b[:n])  # (N, n)
+        z_post = alpha[1] * m[:, n:2 * n] + b[n:2 * n]  # (N, n)
+        z_res = alpha[2] * m[:, 2 * n:] + b[2 * n:]  # (N, n^2)
         h_pre = s + pre_eps
         u = torch.bmm(h_pre.unsqueeze(-2), x).squeeze(-2)  # (N, 1, n) @ (N, n, C)
-        ctx.save_for_backward(x, w, a, t, rho, m, s, h_pre)
-        return m, u, x.view_as(x)
+        ctx.save_for_backward(x, w, alpha, t, rho, m, s, h_pre)
+        return z_post, z_res, u, x.view_as(x)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_m, du, g_mix):
-        x, w, a, t, rho, m, s, h_pre = ctx.saved_tensors
+    def backward(ctx, g_post, g_res, du, g_mix):
+        x, w, alpha, t, rho, m, s, h_pre = ctx.saved_tensors
         N, n, C = x.shape
-        need_x, need_w, need_a, need_b = ctx.needs_input_grad[:4]
+        need_x, need_w, need_alpha, need_b = ctx.needs_input_grad[:4]
         dh_pre = torch.bmm(du.unsqueeze(-2), x.transpose(-1, -2)).squeeze(-2)  # (N, 1, C) @ (N, C, n): the fast form
-        dz = dh_pre * s * (1 - s)  # through the sigmoid
-        g = torch.cat([g_m[:, :n] + a * dz, g_m[:, n:]], dim=-1)  # the full cotangent of m
-        # the mixing's fresh x-gradient becomes dx (a copy only if it is not a plain dense buffer)
-        dx = g_mix if g_mix.is_contiguous() and g_mix.stride() != (0, 0, 0) else g_mix.contiguous()
-        dx_flat, dw = project_backward(x.reshape(N, n * C), w, t, rho, m, g, need_x, need_w,
-                                       out=dx.view(N, n * C) if need_x else None)
+        dz = torch.cat([dh_pre * s * (1 - s), g_post, g_res], dim=-1)  # (N, k): the cotangent of z
+        blocks = (slice(0, n), slice(n, 2 * n), slice(2 * n, None))
+        g = torch.cat([alpha[i] * dz[:, blk] for i, blk in enumerate(blocks)], dim=-1)  # the cotangent of m
+        dx = None
         if need_x:
-            dx = dx_flat.view(N, n, C).addcmul_(h_pre.unsqueeze(-1), du.unsqueeze(-2))  # + H_pre^T du
-        da = torch.sum(dz * m[:, :n]) if need_a else None
+            dx = torch.empty((N, n, C), dtype=g_mix.dtype, device=g_mix.device)
+            torch.addcmul(g_mix, h_pre.unsqueeze(-1), du.unsqueeze(-2), out=dx)  # H_res^T g + H_pre^T du
+        _, dw = project_backward(x.reshape(N, n * C), w, t, rho, m, g, need_x, need_w,
+                                 out=dx.view(N, n * C) if need_x else None)
+        dalpha = torch.stack([torch.sum(dz[:, blk] * m[:, blk]) for blk in blocks]) if need_alpha else None
         db = dz.sum(0) if need_b else None
-        return dx if need_x else None, dw, da, db, None, None, None
+        return dx, dw, dalpha, db, None, None, None
 
 
 def maps_and_pre(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post_scale, rms_eps, res_layout, scan=None):
-    """(u = H_pre x (..., C) in x's dtype, H_post (..., n), H_res (..., n, n), x_mix (N, n, C)), all but u in the
+    """(u = H_pre x (..., C) in x's dtype, H_post (N, n), H_res (N, n, n), x_mix (N, n, C)), all but u in the
     compute dtype: what a layer needs before its sublayer, with x read by one node (`PreProjection`); pass x_mix to
     `mhc_post_res_unchecked` in place of x. No validation; `scan` = (name, op) makes the projection's row extremes
     the NaN/Inf scan of x (`_checks.rms_scale`)."""
     lead, (n, C) = tuple(x.shape[:-2]), x.shape[-2:]
     cd = _checks.compute_dtype(x.dtype)
-    alpha, b = alpha.to(cd), b.to(cd)
     xc = _checks.to_compute(x, "x (mhc_layer)")
     xc = xc if xc.dim() == 3 else xc.reshape(math.prod(lead), n, C)  # the modules' 3-D x enters without a view
-    m, u, x_mix = PreProjection.apply(xc, phi.to(cd), alpha[0], b[:n], rms_eps, pre_eps, scan)
-    h_post, h_res = post_res_maps(m, alpha, b, lead, n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
-                                  post_scale=post_scale, res_layout=res_layout)
+    z_post, z_res, u, x_mix = PreProjection.apply(xc, phi.to(cd), alpha.to(cd), b.to(cd), rms_eps, pre_eps, scan)
+    h_post, h_res = maps_from_logits(z_post, z_res, (xc.shape[0],), n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
+                                     post_scale=post_scale, res_layout=res_layout)
     if x.dtype == torch.float16:
         _checks.fits_float16(u, "mhc_pre: the sublayer input H_pre x")
-    return u.reshape(*lead, C).to(x.dtype), h_post.reshape(-1, n), h_res.reshape(-1, n, n), x_mix
+    return u.reshape(*lead, C).to(x.dtype), h_post, h_res, x_mix
 
 
 def mhc_layer_unchecked(x, phi, alpha, b, sublayer, **options):
