@@ -339,6 +339,11 @@ class Workload:
             return lambda: block(self._call(self.inputs))
         if self.framework == "torch":
             return self._build_torch_autograd()
+        return self._build_vjp()
+
+    def _build_vjp(self) -> Callable[[], Any]:
+        """The backward through the backend contract's `vjp` (jax, numpy, and torch backends that differentiate
+        inside, e.g. torch-pipeline's workers)."""
         outputs = _as_tuple(self._call(self.inputs))
         cots = self._cotangents(outputs)
         vjp = functools.partial(self.backend.vjp, self.op, self.inputs, cots, **self.options)
@@ -364,6 +369,8 @@ class Workload:
                 leaves.append(a)
             inputs.append(a)
         outputs = _as_tuple(self._call(inputs))
+        if not any(o.requires_grad for o in outputs):  # no autograd graph: the backend differentiates inside
+            return self._build_vjp()
         cots = [c.to(o.dtype) for o, c in zip(outputs, self._cotangents(outputs))]
         if self.mode == "backward":
             return lambda: block(torch.autograd.grad(outputs, leaves, cots, retain_graph=True, allow_unused=True))

@@ -27,7 +27,8 @@ def _publish(tmp_path: Path) -> Path:
                 if all((d / f).is_file() for f in ("asv-result.json", "machine.json", "benchmarks.json"))]
     if not complete:
         pytest.skip("no committed benchmark snapshot with asv-result.json, machine.json and benchmarks.json")
-    snapshot = max(complete, key=lambda d: d.name)
+    snapshot = max(complete, key=lambda d: json.loads((d / "meta.json").read_text())["date"]
+                   if (d / "meta.json").is_file() else "")  # the newest run (names are commit hashes)
     machine = json.loads((snapshot / "machine.json").read_text())["machine"]
     results = tmp_path / "results"
     (results / machine).mkdir(parents=True)
