@@ -56,7 +56,7 @@ class StepTimeout(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float):
+def deadline(seconds: float):
     def on_alarm(signum, frame):
         raise StepTimeout(f"step exceeded its {seconds:.0f} s limit")
 
@@ -403,7 +403,7 @@ class Runner:
         else:
             print(f"[gpu] {name} (limit {limit:.0f} s)", flush=True)
             try:
-                with time_limit(limit):
+                with deadline(limit):
                     rec.update(status="ok", result=fn())
             except StepTimeout as e:
                 rec.update(status="timeout", reason=str(e))
