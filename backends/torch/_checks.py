@@ -30,6 +30,8 @@ import torch
 
 from mhc_spec.table import load
 
+from .. import _contract
+
 OPTIONS = load().options  # option types and ranges (t_max's max, the epsilons' min) come from the spec table
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -103,9 +105,7 @@ def check_finite(name: str, t: torch.Tensor, op: str, hot: bool = False) -> None
 def check_stream_state(name: str, x, op: str) -> tuple[int, int]:
     """x (..., n, C) with n, C >= 1 (empty leading dims are fine: the result is empty too): returns (n, C)."""
     check_tensor(name, x, op, ndim_min=2)
-    if x.shape[-2] < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{op}: {name} must be (..., n, C) with n >= 1 and C >= 1, got shape {tuple(x.shape)}")
-    return x.shape[-2], x.shape[-1]
+    return _contract.stream_dims(name, x, op)
 
 
 def check_device(name: str, t: torch.Tensor, ref: torch.Tensor, op: str, ref_name: str = "x") -> None:
@@ -121,9 +121,8 @@ def check_dtype(name: str, t: torch.Tensor, x: torch.Tensor, op: str) -> None:
         raise TypeError(f"{op}: {name} must have dtype {want} to match x ({x.dtype}), got {t.dtype}")
 
 
-def check_shape(name: str, t: torch.Tensor, expected: tuple[int, ...], op: str, why: str = "") -> None:
-    if tuple(t.shape) != tuple(expected):
-        raise ValueError(f"{op}: {name} must have shape {tuple(expected)}{why}, got {tuple(t.shape)}")
+check_shape = _contract.check_shape  # the shape and choice rules (and their messages) are framework-free
+check_choice = _contract.check_choice
 
 
 def check_like_x(name: str, t, x: torch.Tensor, expected: tuple[int, ...], op: str, why: str = "") -> None:
@@ -194,12 +193,6 @@ def check_float(name: str, value, op: str, minimum: float = 0.0) -> float:
 def check_option(name: str, value, op: str, table_name: str | None = None):
     """An option value against its spec-table entry: type, finite, `min` / `max` (e.g. t_max <= the table's max)."""
     return OPTIONS[table_name or name].check(value, where=op)
-
-
-def check_choice(name: str, value, choices: tuple[str, ...], op: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{op}: {name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def rms_floor(eps: float, dtype: torch.dtype) -> float:

@@ -20,6 +20,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import _contract
 from . import _checks
 from .sinkhorn import from_tokens_last, sinkhorn_tokens_last
 
@@ -36,17 +37,9 @@ def mat(v: torch.Tensor, n: int, layout: str) -> torch.Tensor:
 
 def validate(x, phi, alpha, b, op: str = OP) -> tuple[int, int]:
     n, C = _checks.check_stream_state("x", x, op)
-    width = n * n + 2 * n
     _checks.check_tensor("phi", phi, op, scan=False)
-    if phi.dim() != 2 or phi.shape[0] != n * C:
-        raise ValueError(f"{op}: phi must have shape (n*C, n*n+2*n) = ({n * C}, {width}) for x of shape "
-                         f"{tuple(x.shape)} (n = {n}, C = {C}), got {tuple(phi.shape)}")
-    if phi.shape[1] != width:
-        raise ValueError(f"{op}: phi has {phi.shape[1]} columns, expected n*n+2*n = {width} for n = {n} "
-                         f"(from x of shape {tuple(x.shape)})")
-    _checks.check_like_x("phi", phi, x, (n * C, width), op)
-    _checks.check_like_x("alpha", alpha, x, (3,), op)
-    _checks.check_like_x("b", b, x, (width,), op, f" = (n*n+2*n,) for n = {n}")
+    shapes = _contract.coeffs_shapes(x, phi, op)
+    _contract.check_all(_checks.check_like_x, x, {"phi": phi, "alpha": alpha, "b": b}, shapes, op)
     return n, C
 
 

@@ -11,23 +11,23 @@ import math
 
 import torch
 
+from .. import _contract
 from . import _checks
 
 OP = "mhc_post_res"
 
 
 def validate(x, f_out, h_post, h_res, op: str = OP) -> int:
-    n, C = _checks.check_stream_state("x", x, op)
-    lead = tuple(x.shape[:-2])
-    why = f" for x of shape {tuple(x.shape)}"
+    n, _ = _checks.check_stream_state("x", x, op)
+    shapes = _contract.post_res_shapes(x)
     _checks.check_tensor("f_out", f_out, op, scan=False)
     _checks.check_device("f_out", f_out, x, op)
-    if f_out.dtype != x.dtype:
+    if f_out.dtype != x.dtype:  # f_out is an activation: x's dtype, not a map's float32
         raise TypeError(f"{op}: f_out must have x's dtype {x.dtype}, got {f_out.dtype}")
-    _checks.check_shape("f_out", f_out, lead + (C,), op, why)
+    expected, why = shapes.pop("f_out")
+    _checks.check_shape("f_out", f_out, expected, op, why)
     _checks.check_finite("f_out", f_out, op)
-    _checks.check_like_x("h_post", h_post, x, lead + (n,), op, why)
-    _checks.check_like_x("h_res", h_res, x, lead + (n, n), op, why)
+    _contract.check_all(_checks.check_like_x, x, {"h_post": h_post, "h_res": h_res}, shapes, op)
     return n
 
 

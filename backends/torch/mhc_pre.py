@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .. import _contract
 from . import _checks
 
 OP = "mhc_pre"
@@ -16,7 +17,7 @@ OP = "mhc_pre"
 
 def validate(x, h_pre, op: str = OP) -> int:
     n, _ = _checks.check_stream_state("x", x, op)
-    _checks.check_like_x("h_pre", h_pre, x, tuple(x.shape[:-2]) + (n,), op, " (the leading dims of x, then n)")
+    _contract.check_all(_checks.check_like_x, x, {"h_pre": h_pre}, _contract.pre_shapes(x), op)
     return n
 
 

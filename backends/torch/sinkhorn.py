@@ -23,6 +23,7 @@ import math
 import torch
 from torch.autograd.function import once_differentiable
 
+from .. import _contract
 from . import _checks
 
 OP = "sinkhorn"
@@ -109,11 +110,7 @@ def sinkhorn_log(u: torch.Tensor, t_max: int, eps: float) -> torch.Tensor:
 
 def validate(logits, t_max, eps, op: str = OP) -> None:
     _checks.check_tensor("logits", logits, op, ndim_min=2)
-    if logits.shape[-1] != logits.shape[-2]:
-        raise ValueError(f"{op}: logits must be square in its last two dims (..., n, n), got shape "
-                         f"{tuple(logits.shape)}")
-    if logits.shape[-1] < 1:
-        raise ValueError(f"{op}: logits must be (..., n, n) with n >= 1, got shape {tuple(logits.shape)}")
+    _contract.square_dim("logits", logits, op)
     _checks.check_option("t_max", t_max, op)  # the table's range: 1 <= t_max <= max
     _checks.check_option("eps", eps, op)
 
