@@ -58,6 +58,7 @@ from torch import nn
 
 from mhc_spec.table import load
 
+from .. import _config, _contract
 from . import _checks
 from .collapse_streams import collapse_streams_unchecked
 from .expand_streams import expand_streams
@@ -68,26 +69,16 @@ from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
 SPEC = load()
-MODES = ("mhc", "hc", "fixed", "residual")
+MODES = _config.MODES
 IMPLS = ("eager", "triton")
-INITS = ("default", "near_identity", "prenorm")
-COLLAPSE_MODES = ("sum", "head")
+INITS = _config.INITS
+COLLAPSE_MODES = _contract.COLLAPSE_MODES
 HC_NAMES = ("theta_pre", "theta_post", "theta_res", "alpha", "b_pre", "b_post", "b_res")
-
-
-def pre_bias(n: int) -> float:
-    """b_pre with sigmoid(b_pre) = 1/n; n = 1 has no finite solution, so a large logit (as mhc_ref.init)."""
-    return -math.log(n - 1) if n > 1 else 20.0
+pre_bias = _config.pre_bias
 
 
 def _resolve_options(preset: str, overrides: dict, where: str) -> dict:
-    if preset not in SPEC.presets:
-        raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
-    known = list(SPEC.op("mhc_coeffs").options)
-    unknown = set(overrides) - set(known)
-    if unknown:
-        raise TypeError(f"{where}: unknown options {sorted(unknown)}; options are {known}")
-    opts = SPEC.op_options("mhc_coeffs", preset, **overrides)
+    opts = _config.preset_options(preset, overrides, where)
     validate_options(where, **opts)
     return opts
 
@@ -172,21 +163,12 @@ class MHC(_Config, _KeepFp32, nn.Module):
                  alpha_init: float = 0.01, phi_std: float = 0.02, res_offdiag: float = 8.0, **options):
         super().__init__()
         where = "MHC"
-        if not callable(sublayer):
-            raise TypeError(f"{where}: sublayer must be an nn.Module or callable (..., C) -> (..., C), "
-                            f"got {type(sublayer).__name__}")
-        _checks.check_int("n", n, where, 1)
-        _checks.check_choice("mode", mode, MODES, where)
-        _checks.check_choice("impl", impl, IMPLS, where)
-        _checks.check_choice("init", init, INITS, where)
-        _checks.check_int("layer_index", layer_index, where, 0)
+        _config.check_layer(sublayer, n, dim, mode, impl, init, layer_index, impls=IMPLS, module="nn.Module")
         _checks.check_float("alpha_init", alpha_init, where, minimum=-math.inf)
         _checks.check_float("phi_std", phi_std, where)
         _checks.check_float("res_offdiag", res_offdiag, where)
-        if mode in ("mhc", "hc"):
-            if dim is None:
-                raise ValueError(f"{where}: mode={mode!r} needs dim = C (channels per stream), got None")
-            _checks.check_int("dim", dim, where, 1)
+        n, layer_index = int(n), int(layer_index)  # check_layer admits numpy ints; the config keeps Python ints
+        dim = int(dim) if mode in ("mhc", "hc") else dim
         self.sublayer = sublayer
         self.n, self.dim, self.preset, self.mode, self.impl = n, dim, preset, mode, impl
         self.init_scheme, self.layer_index = init, layer_index

@@ -38,19 +38,15 @@ forward and the backward. Recompute is used only in training mode with grad enab
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .. import _config
 from . import _checks
 from .modules import MHC, _check_state
 
-
-def default_recompute_every(n: int, L: int) -> int:
-    """L_r* = round(sqrt(n L / (n + 2))), P Eq. 20, clipped to [1, L]."""
-    return max(1, min(L, round(math.sqrt(n * L / (n + 2)))))
+default_recompute_every = _config.default_recompute_every  # L_r* of P Eq. 20, clipped to [1, L]
 
 
 class _Block:
