@@ -10,7 +10,7 @@ from numbers import Integral
 
 from mhc_spec.table import load
 
-from ._contract import check_choice
+from ._contract import COLLAPSE_MODES, check_choice
 
 SPEC = load()
 MODES = ("mhc", "hc", "fixed", "residual")  # the maps: mHC, the HC baseline, P Table 1's fixed maps, plain residual
@@ -27,11 +27,16 @@ def default_recompute_every(n: int, L: int) -> int:
     return max(1, min(L, round(math.sqrt(n * L / (n + 2)))))
 
 
+def check_preset(preset, where: str) -> str:
+    if preset not in SPEC.presets:
+        raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
+    return preset
+
+
 def preset_options(preset: str, overrides: dict, where: str) -> dict:
     """The mhc_coeffs options of `preset` with `overrides` (a ValueError for an unknown preset, a TypeError for an
     unknown option name); the values are not checked here."""
-    if preset not in SPEC.presets:
-        raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
+    check_preset(preset, where)
     known = list(SPEC.op("mhc_coeffs").options)
     unknown = set(overrides) - set(known)
     if unknown:
@@ -64,3 +69,16 @@ def check_layer(sublayer, n, dim, mode, impl, init, layer_index, *, impls: tuple
         if dim is None:
             raise ValueError(f"{where}: mode={mode!r} needs dim = C (channels per stream), got None")
         check_count("dim", dim, where, 1)
+
+
+def check_collapse(n, dim, mode, preset, where: str = "CollapseStreams") -> dict:
+    """The structural arguments of a CollapseStreams module (dim = C is required by mode 'head'); returns
+    collapse_streams' options (rms_eps, pre_eps) under `preset`."""
+    check_count("n", n, where, 1)
+    check_choice("mode", mode, COLLAPSE_MODES, where)
+    check_preset(preset, where)
+    if mode == "head":
+        if dim is None:
+            raise ValueError(f"{where}: mode='head' needs dim = C (channels per stream), got None")
+        check_count("dim", dim, where, 1)
+    return SPEC.op_options("collapse_streams", preset, mode=mode)

@@ -31,8 +31,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mhc_spec.table import load
-
 from .. import _config, _contract
 from . import _checks, functional
 from .collapse_streams import collapse_streams_unchecked
@@ -41,7 +39,6 @@ from .hc_coeffs import hc_coeffs_unchecked
 from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
-SPEC = load()
 MODES = _config.MODES
 IMPLS = ("jnp", "pallas")
 INITS = _config.INITS
@@ -215,18 +212,11 @@ class CollapseStreams(nnx.Module):
                  rngs: nnx.Rngs | None = None, alpha_init: float = 0.01, phi_std: float = 0.02,
                  param_dtype=jnp.float32):
         where = "CollapseStreams"
-        self.n = _checks.check_int("n", n, where, 1)
-        self.mode = _checks.check_choice("mode", mode, COLLAPSE_MODES, where)
-        if preset not in SPEC.presets:
-            raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
-        self.dim, self.preset = dim, preset
-        opts = SPEC.op_options("collapse_streams", preset, mode=mode)
+        opts = _config.check_collapse(n, dim, mode, preset, where)
+        self.n, self.mode, self.dim, self.preset = int(n), mode, dim, preset
         self.rms_eps, self.pre_eps = opts["rms_eps"], opts["pre_eps"]
         self.param_dtype = None
         if mode == "head":
-            if dim is None:
-                raise ValueError(f"{where}: mode='head' needs dim = C (channels per stream), got None")
-            _checks.check_int("dim", dim, where, 1)
             dt = self.param_dtype = jnp.dtype(param_dtype)
             self.phi_head = nnx.Param(phi_std * jax.random.normal(_key(rngs, where), (n * dim, n), dt))
             self.alpha_head = nnx.Param(jnp.full((1,), alpha_init, dt))

@@ -56,8 +56,6 @@ import math
 import torch
 from torch import nn
 
-from mhc_spec.table import load
-
 from .. import _config, _contract
 from . import _checks
 from .collapse_streams import collapse_streams_unchecked
@@ -68,7 +66,6 @@ from .mhc_layer import maps_and_pre
 from .mhc_post_res import mhc_post_res_unchecked
 from .mhc_pre import mhc_pre_unchecked
 
-SPEC = load()
 MODES = _config.MODES
 IMPLS = ("eager", "triton")
 INITS = _config.INITS
@@ -350,20 +347,14 @@ class CollapseStreams(_Config, _KeepFp32, nn.Module):
                  alpha_init: float = 0.01, phi_std: float = 0.02):
         super().__init__()
         where = "CollapseStreams"
-        self.n = _checks.check_int("n", n, where, 1)
-        self.mode = _checks.check_choice("mode", mode, COLLAPSE_MODES, where)
+        opts = _config.check_collapse(n, dim, mode, preset, where)
         _checks.check_float("alpha_init", alpha_init, where, minimum=-math.inf)
         _checks.check_float("phi_std", phi_std, where)
-        if preset not in SPEC.presets:
-            raise ValueError(f"{where}: preset must be one of {list(SPEC.presets)}, got {preset!r}")
-        self.dim, self.preset = dim, preset
-        opts = SPEC.op_options("collapse_streams", preset, mode=mode)
+        n, dim = int(n), int(dim) if mode == "head" else dim  # numpy ints admitted; the config keeps Python ints
+        self.n, self.mode, self.dim, self.preset = n, mode, dim, preset
         self.rms_eps, self.pre_eps = opts["rms_eps"], opts["pre_eps"]
         self._init_kw = dict(alpha_init=alpha_init, phi_std=phi_std)
         if mode == "head":
-            if dim is None:
-                raise ValueError(f"{where}: mode='head' needs dim = C (channels per stream), got None")
-            _checks.check_int("dim", dim, where, 1)
             self.phi_head = nn.Parameter(torch.empty(n * dim, n))
             self.alpha_head = nn.Parameter(torch.empty(1))
             self.b_head = nn.Parameter(torch.empty(n))
