@@ -33,6 +33,13 @@ def stream_dims(name: str, x, op: str) -> tuple[int, int]:
     return x.shape[-2], x.shape[-1]
 
 
+def module_state(name: str, x, n: int, dim: int | None, where: str) -> None:
+    """A layer module's input x (..., n, C) with the module's n and, where it has one, C = dim; an array."""
+    if x.ndim < 2 or x.shape[-2] != n or (dim is not None and x.shape[-1] != dim):
+        C = dim if dim is not None else "C"
+        raise ValueError(f"{where}: {name} must have shape (..., n, C) = (..., {n}, {C}), got {tuple(x.shape)}")
+
+
 def square_dim(name: str, a, op: str) -> int:
     """n of a (..., n, n), an array of >= 2 dims, with n >= 1 (Sinkhorn's logits)."""
     if a.shape[-1] != a.shape[-2]:

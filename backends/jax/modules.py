@@ -50,9 +50,7 @@ def _check_state(x, n: int, dim: int | None, param_dtype, where: str) -> None:
     """x (..., n, C) with a dtype the parameters can serve (trace-time checks; the NaN/Inf scan on eager calls)."""
     if not isinstance(x, jax.Array):
         raise TypeError(f"{where}: x must be a jax.Array of shape (..., n={n}, C), got {type(x).__name__}")
-    if x.ndim < 2 or x.shape[-2] != n or (dim is not None and x.shape[-1] != dim):
-        raise ValueError(f"{where}: x must have shape (..., n, C) = (..., {n}, {dim if dim is not None else 'C'}), "
-                         f"got {tuple(x.shape)}")
+    _contract.module_state("x", x, n, dim, where)
     if jnp.dtype(x.dtype) not in _checks.FLOAT_DTYPES:
         raise TypeError(f"{where}: x must have a float dtype, got {x.dtype}")
     if param_dtype is not None:

@@ -85,9 +85,7 @@ def _check_state(x, n: int, dim: int | None, ref: torch.Tensor | None, where: st
     `scan=False` leaves to the caller)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{where}: x must be a torch.Tensor of shape (..., n={n}, C), got {type(x).__name__}")
-    if x.dim() < 2 or x.shape[-2] != n or (dim is not None and x.shape[-1] != dim):
-        raise ValueError(f"{where}: x must have shape (..., n, C) = (..., {n}, {dim if dim is not None else 'C'}), "
-                         f"got {tuple(x.shape)}")
+    _contract.module_state("x", x, n, dim, where)
     if x.dtype not in _checks.FLOAT_DTYPES:
         raise TypeError(f"{where}: x must have a float dtype, got {x.dtype}")
     if ref is not None:
