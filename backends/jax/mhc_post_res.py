@@ -1,9 +1,5 @@
-"""Residual mixing plus the scattered sublayer output, P Eq. 3:
-
-    y[..., i, c] = sum_j H_res[..., i, j] x[..., j, c] + H_post[..., i] f[..., c]      rows of H_res = output streams
-
-16-bit x and f_out are mixed in float32 (the maps may be float32 or x's dtype); the result has x's dtype.
-"""
+"""`mhc_post_res` in jnp: H_res x_l + H_post^T f, the stream update of P Eq. 3 (spec/mhc.md); 16-bit x and f mix
+in float32 and the result has x's dtype."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""The sublayer input, the H_pre x_l term of P Eq. 3: y[..., c] = sum_k H_pre[..., k] x[..., k, c].
-
-16-bit x is mixed in float32 (h_pre may be float32 or x's dtype) and the result is cast back to x's dtype.
-"""
+"""`mhc_pre` in jnp: u = H_pre x_l, the sublayer input of P Eq. 3 (spec/mhc.md); 16-bit x mixes in float32."""
 
 from __future__ import annotations
 
