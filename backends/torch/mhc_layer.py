@@ -6,7 +6,8 @@
 `sublayer` is a (C, C) tensor w_sub, meaning the spec's probe sublayer F(u) = tanh(rmsnorm(u) @ w_sub) (rmsnorm
 without weight, eps = spec conformance.probe_rms_eps), or any callable (..., C) -> (..., C), e.g. an nn.Module
 that includes its own pre-norm. With 16-bit x the maps are kept in float32 and the mixing runs in float32; F runs
-in x's dtype.
+in x's dtype. Everything computed from x_l before F is one autograd node (`PreProjection`), so the layer's
+x-gradient is built in one buffer; the `MHC` module runs the same path.
 """
 
 from __future__ import annotations
