@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threads": args.threads,
            "budget_s_per_workload": args.budget, "seconds_total": round(time.perf_counter() - t_start, 1),
            "build_seconds": build_s,
-           "machine": {"node": platform.node(), "processor": platform.processor(), "platform": platform.platform(),
+           "machine": {"node": platform.node(), "processor": cpu_model(), "platform": platform.platform(),
                        "cpus": os.cpu_count(), "load_average_before": load_before, "load_average_after": load_after},
            "versions": versions(), "rows": rows, "targets": targets}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -139,11 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cpu_model() -> str:
+    """The CPU's model name (`platform.processor()` is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def markdown(doc: dict) -> str:
     m = doc["machine"]
     lines = [f"Commit `{doc['commit'][:10]}`, {doc['date']}, {m['cpus']}-CPU machine `{m['node']}` ({m['processor']}), "
              f"{doc['threads']} thread(s), load average {m['load_average_before'][0]:.1f} before / "
-             f"{m['load_average_after'][0]:.1f} after (other work on the machine). Interleaved best-of, "
+             f"{m['load_average_after'][0]:.1f} after (this run counts 1 on its core; more is other work). "
+             "Interleaved best-of, "
              f"{doc['budget_s_per_workload']:.0f} s per workload, one process. Command: `{doc['command']}`.", "",
              "| workload | impl | best time | x plain residual | peak tensor memory: step / with input + cotangent |",
              "|---|---|---:|---:|---:|"]
