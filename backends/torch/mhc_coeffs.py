@@ -147,20 +147,19 @@ def mhc_coeffs_unchecked(x, phi, alpha, b, *, t_max, sinkhorn_eps, pre_eps, post
     cd = _checks.compute_dtype(x.dtype)
     alpha, b = alpha.to(cd), b.to(cd)
     m = projection(_checks.to_compute(x, "x (mhc_coeffs)"), phi.to(cd), rms_eps)  # (..., n^2 + 2n)
-    h_pre = torch.sigmoid(alpha[0] * m[..., :n] + b[:n]) + pre_eps  # (..., n)
-    h_post, h_res = post_res_maps(m, alpha, b, tuple(x.shape[:-2]), n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
-                                  post_scale=post_scale, res_layout=res_layout)
+    z_pre, z_post, z_res = map_logits(m, alpha, b, n)
+    h_pre = torch.sigmoid(z_pre) + pre_eps  # (..., n)
+    h_post, h_res = maps_from_logits(z_post, z_res, tuple(x.shape[:-2]), n, t_max=t_max, sinkhorn_eps=sinkhorn_eps,
+                                     post_scale=post_scale, res_layout=res_layout)
     out = x.dtype if maps_dtype is None else maps_dtype
     return h_pre.to(out), h_post.to(out), h_res.to(out)
 
 
-def post_res_maps(m, alpha, b, lead, n, *, t_max, sinkhorn_eps, post_scale, res_layout):
-    """(H_post (..., n), H_res (..., n, n)) from the projection m (..., n^2 + 2n), Eqs. 18-19; alpha, b in m's
-    dtype, `lead` the leading dims of x, n streams."""
-    z_post = alpha[1] * m[..., n:2 * n] + b[n:2 * n]  # (..., n)
-    z_res = alpha[2] * m[..., 2 * n:] + b[2 * n:]  # (..., n^2)
-    return maps_from_logits(z_post, z_res, lead, n, t_max=t_max, sinkhorn_eps=sinkhorn_eps, post_scale=post_scale,
-                            res_layout=res_layout)
+def map_logits(m, alpha, b, n):
+    """(z_pre (..., n), z_post (..., n), z_res (..., n^2)): the scaled, biased logits alpha[k] m_k + b_k of Eqs.
+    17-19 from the projection m (..., n^2 + 2n); alpha, b in m's dtype."""
+    return (alpha[0] * m[..., :n] + b[:n], alpha[1] * m[..., n:2 * n] + b[n:2 * n],
+            alpha[2] * m[..., 2 * n:] + b[2 * n:])
 
 
 def maps_from_logits(z_post, z_res, lead, n, *, t_max, sinkhorn_eps, post_scale, res_layout):

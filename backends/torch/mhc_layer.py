@@ -21,7 +21,7 @@ from mhc_spec.table import load
 
 from . import _checks
 from .hc_coeffs import rms_normalize
-from .mhc_coeffs import maps_from_logits, project, project_backward, validate, validate_options
+from .mhc_coeffs import map_logits, maps_from_logits, project, project_backward, validate, validate_options
 from .mhc_post_res import mhc_post_res_unchecked
 
 OP = "mhc_layer"
@@ -70,9 +70,8 @@ class PreProjection(torch.autograd.Function):
     def forward(ctx, x, w, alpha, b, rms_eps, pre_eps, scan=None):
         N, n, C = x.shape
         m, t, rho = project(x.reshape(N, n * C), w, rms_eps, scan)  # (N, k); scan: the module's NaN/Inf check
-        s = torch.sigmoid(alpha[0] * m[:, :n] + b[:n])  # (N, n)
-        z_post = alpha[1] * m[:, n:2 * n] + b[n:2 * n]  # (N, n)
-        z_res = alpha[2] * m[:, 2 * n:] + b[2 * n:]  # (N, n^2)
+        z_pre, z_post, z_res = map_logits(m, alpha, b, n)  # (N, n), (N, n), (N, n^2)
+        s = torch.sigmoid(z_pre)
         h_pre = s + pre_eps
         u = torch.bmm(h_pre.unsqueeze(-2), x).squeeze(-2)  # (N, 1, n) @ (N, n, C)
         ctx.save_for_backward(x, w, alpha, t, rho, m, s, h_pre)
